@@ -1,0 +1,235 @@
+"""The three ONNX models and the bundle manifest that travels with them.
+
+Sources: the ``models/`` bundle (manifest.json + *.onnx), or the MLflow registry
+(``models:/<name>@champion``) when MLFLOW_TRACKING_URI is set. Loading validates before
+anything serves: feature order equals the shared definition, and the stored input example
+scores to the stored output (parity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.domain.decision import Offer, Priors
+from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
+
+__all__ = ["ModelError", "ModelSet", "load_bundle", "load_mlflow_champions"]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+KINDS = ("propensity", "send_time", "channel")
+EXPECTED_FEATURES = {
+    "propensity": list(PROPENSITY_FEATURES),
+    "send_time": list(SEND_TIME_FEATURES),
+    "channel": list(CHANNEL_FEATURES),
+}
+PARITY_TOLERANCE = 1e-5
+
+
+class ModelError(RuntimeError):
+    """A model set that must not serve (missing file, wrong features, failed parity)."""
+
+
+def _session(model_bytes: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # One thread per session and no spinning: on a 2-core box the default pools spin and
+    # cost more at p99 than they save.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class _Model:
+    name: str
+    version: str
+    session: Any
+    input_name: str
+    output_name: str
+
+    def score(self, x: F32) -> F64:
+        out = self.session.run([self.output_name], {self.input_name: x})[0]
+        p: F64 = np.asarray(out[:, 1], dtype=np.float64)
+        return p
+
+
+@dataclass
+class ModelSet:
+    """Three scored models + catalogue + priors; immutable once loaded (swap the whole set)."""
+
+    models: dict[str, _Model]
+    offers: dict[str, Offer]
+    priors: Priors
+    manifest: dict[str, Any]
+    source: str
+
+    def propensity(self, x: F32) -> F64:
+        return self.models["propensity"].score(x)
+
+    def send_time(self, x: F32) -> F64:
+        return self.models["send_time"].score(x)
+
+    def channel(self, x: F32) -> F64:
+        return self.models["channel"].score(x)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {m.name: m.version for m in self.models.values()}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "created_at": self.manifest.get("created_at"),
+            "data_window": self.manifest.get("data_window"),
+            "models": {
+                kind: {
+                    "registered_name": m.name,
+                    "version": m.version,
+                    "alias": self.manifest["models"][kind].get("alias", "champion"),
+                    "metrics": self.manifest["models"][kind].get("metrics", {}),
+                }
+                for kind, m in self.models.items()
+            },
+        }
+
+    def warm_up(self) -> None:
+        for kind, m in self.models.items():
+            m.score(np.zeros((4, len(EXPECTED_FEATURES[kind])), dtype=np.float32))
+
+
+def _epoch(value: str | float) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    return datetime.fromisoformat(value).timestamp()
+
+
+def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> ModelSet:
+    models: dict[str, _Model] = {}
+    for kind in KINDS:
+        meta = manifest["models"].get(kind)
+        if meta is None:
+            raise ModelError(f"{source}: manifest has no {kind} model")
+        if list(meta["features"]) != EXPECTED_FEATURES[kind]:
+            raise ModelError(
+                f"{source}: {kind} feature order differs from service/features/vectors.py"
+            )
+        blob = blobs[kind]
+        sha = meta.get("sha256")
+        if sha and hashlib.sha256(blob).hexdigest() != sha:
+            raise ModelError(f"{source}: {kind} file does not match its sha256")
+        try:
+            sess = _session(blob)
+        except Exception as exc:
+            raise ModelError(f"{source}: {kind} is not a loadable ONNX model: {exc}") from exc
+        inputs = sess.get_inputs()
+        outs = [o.name for o in sess.get_outputs()]
+        out_name = "probabilities" if "probabilities" in outs else outs[-1]
+        model = _Model(
+            meta["registered_name"], str(meta["version"]), sess, inputs[0].name, out_name
+        )
+        example = meta.get("input_example")
+        expected = meta.get("expected_output")
+        if example is not None and expected is not None:
+            got = model.score(np.asarray(example, dtype=np.float32))
+            diff = float(np.max(np.abs(got - np.asarray(expected, dtype=np.float64))))
+            if not diff <= PARITY_TOLERANCE:
+                raise ModelError(f"{source}: {kind} parity check failed (max diff {diff:.2e})")
+        models[kind] = model
+    offers = {
+        o["offer_id"]: Offer(
+            offer_id=o["offer_id"],
+            name=o["name"],
+            category=o["category"],
+            category_idx=int(o["category_idx"]),
+            price=float(o["price"]),
+            margin=float(o["margin"]),
+            valid_from=_epoch(o["valid_from"]),
+            valid_to=_epoch(o["valid_to"]),
+        )
+        for o in manifest["offers"]
+    }
+    p = manifest["priors"]
+    priors = Priors(
+        hour_open_rate=[float(x) for x in p["hour_open_rate"]],
+        best_hour=int(p["best_hour"]),
+        channel_open_rate={k: float(v) for k, v in p["channel_open_rate"].items()},
+        channel_order=list(p["channel_order"]),
+        offer_conversion_rate={k: float(v) for k, v in p["offer_conversion_rate"].items()},
+        offer_order=list(p["offer_order"]),
+    )
+    return ModelSet(models, offers, priors, manifest, source)
+
+
+def load_bundle(path: Path) -> ModelSet:
+    manifest_file = path / "manifest.json"
+    if not manifest_file.exists():
+        raise ModelError(f"no model bundle at {path} (run `python -m training all`)")
+    manifest = json.loads(manifest_file.read_text())
+    blobs = {}
+    for kind in KINDS:
+        f = path / manifest["models"][kind]["file"]
+        if not f.exists():
+            raise ModelError(f"bundle {path}: missing {f.name}")
+        blobs[kind] = f.read_bytes()
+    return _build(manifest, blobs, f"bundle:{path}")
+
+
+def bundle_fingerprint(path: Path) -> str:
+    """Changes whenever the bundle's manifest changes (used to detect a new bundle)."""
+    f = path / "manifest.json"
+    return hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else ""
+
+
+def load_mlflow_champions(bundle_dir: Path, alias: str = "champion") -> ModelSet:
+    """Models from the MLflow registry by alias; catalogue and priors from the run's manifest.
+
+    Each registered model version's run carries ``manifest.json`` (the training pipeline
+    logs it); the ONNX file is the logged model.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    names = {
+        "propensity": "nextbest-propensity",
+        "send_time": "nextbest-send-time",
+        "channel": "nextbest-channel",
+    }
+    blobs: dict[str, bytes] = {}
+    manifest: dict[str, Any] | None = None
+    versions: dict[str, str] = {}
+    for kind, name in names.items():
+        mv = client.get_model_version_by_alias(name, alias)
+        versions[kind] = str(mv.version)
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}"))
+        onnx_files = sorted(local.rglob("*.onnx"))
+        if not onnx_files:
+            raise ModelError(f"mlflow {name}@{alias}: no .onnx file in the logged model")
+        blobs[kind] = onnx_files[0].read_bytes()
+        if manifest is None and mv.run_id:
+            try:
+                mf = Path(client.download_artifacts(mv.run_id, "bundle/manifest.json"))
+                manifest = json.loads(mf.read_text())
+            except Exception:
+                manifest = None
+    if manifest is None:
+        manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    for kind in KINDS:
+        manifest["models"][kind]["version"] = versions[kind]
+        manifest["models"][kind]["alias"] = alias
+        manifest["models"][kind].pop("sha256", None)
+    return _build(manifest, blobs, f"mlflow:{alias}")

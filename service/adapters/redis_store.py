@@ -1,0 +1,185 @@
+"""Everything the service keeps in Redis, behind one adapter.
+
+Keys (``{id}`` is a hash tag, so one customer's keys share a Redis Cluster slot):
+
+| key | type | content |
+|---|---|---|
+| Feast's entity key (binary) | hash | online features, written by Feast (read-only here) |
+| ``nb:{<unit>}:contacts`` | sorted set | outbound contacts, score = epoch, member ``ts|channel|decision`` |
+| ``nb:{<unit>}:purchased`` | set | offers the customer bought (from `converted` feedback) |
+| ``nb:dec:{<decision_id>}`` | string | compact decision record for feedback (TTL) |
+| ``nb:fb:{<decision_id>}:<event>`` | string | feedback idempotency marker (TTL) |
+| ``nb:log:decisions`` / ``nb:log:feedback`` | streams | the decision log and outcomes (bounded) |
+
+Reads for a decision are one pipelined round trip (features + contacts + purchases); writes
+after it are a second (atomic cap reservation + log append).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+
+from service.adapters.feast_redis import FeastRedisLayout
+from service.domain.config import ContactPolicy
+
+__all__ = ["CustomerState", "RedisStore"]
+
+F64 = npt.NDArray[np.float64]
+DECISION_STREAM = "nb:log:decisions"
+FEEDBACK_STREAM = "nb:log:feedback"
+
+# Atomically check every cap and record the contact if all hold.
+# KEYS[1] contacts zset; ARGV: now, member, channel, ttl, n_capped, capped..., then triples
+# (cap_channel, max, window_seconds). Returns 0 when recorded, else 1-based index of the cap.
+RESERVE_LUA = """
+local now = tonumber(ARGV[1])
+local member = ARGV[2]
+local channel = ARGV[3]
+local ttl = tonumber(ARGV[4])
+local ncapped = tonumber(ARGV[5])
+local capped = {}
+for i = 1, ncapped do capped[ARGV[5 + i]] = true end
+local base = 6 + ncapped
+local ncaps = (#ARGV - base + 1) / 3
+for c = 0, ncaps - 1 do
+  local cap_ch = ARGV[base + 3 * c]
+  local max = tonumber(ARGV[base + 3 * c + 1])
+  local window = tonumber(ARGV[base + 3 * c + 2])
+  if cap_ch == channel or cap_ch == '*' then
+    local used = 0
+    local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), now)
+    for _, m in ipairs(rows) do
+      local ch = string.match(m, '^[^|]*|([^|]*)|')
+      if capped[ch] and (cap_ch == '*' or ch == channel) then used = used + 1 end
+    end
+    if used + 1 > max then return c + 1 end
+  end
+end
+redis.call('ZADD', KEYS[1], now, member)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+return 0
+"""
+
+# KEYS[1] decision record, KEYS[2] idempotency marker, KEYS[3] feedback stream
+# ARGV: ttl, maxlen, payload. Returns 0 unknown decision, 1 accepted, 2 duplicate.
+FEEDBACK_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then return 2 end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'record', ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    features: dict[str, F64] | None
+    feature_ts: float | None
+    contacts: list[tuple[float, str]]
+    purchased: frozenset[str]
+
+
+def contacts_key(unit: str) -> str:
+    return f"nb:{{{unit}}}:contacts"
+
+
+def purchased_key(unit: str) -> str:
+    return f"nb:{{{unit}}}:purchased"
+
+
+def decision_key(decision_id: str) -> str:
+    return f"nb:dec:{{{decision_id}}}"
+
+
+class RedisStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        layout: FeastRedisLayout,
+        policy: ContactPolicy,
+        log_maxlen: int = 10_000_000,
+        record_ttl_s: int = 30 * 86400,
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.policy = policy
+        self.log_maxlen = log_maxlen
+        self.record_ttl_s = record_ttl_s
+        self.window_s = max((c.window_hours for c in policy.caps), default=24.0) * 3600.0
+        self._reserve = client.register_script(RESERVE_LUA)
+        self._feedback = client.register_script(FEEDBACK_LUA)
+        cap_args: list[Any] = [len(policy.capped_channels), *policy.capped_channels]
+        for cap in policy.caps:
+            cap_args += [cap.channel, cap.max, cap.window_hours * 3600.0]
+        self._cap_args = cap_args
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())  # type: ignore[misc]
+
+    async def read_customer(
+        self, unit: str, now: float, with_features: bool = True
+    ) -> CustomerState:
+        async with self.client.pipeline(transaction=False) as pipe:
+            if with_features:
+                pipe.hmget(self.layout.key(unit), self.layout.all_fields)  # type: ignore[arg-type]
+            pipe.zrangebyscore(contacts_key(unit), now - self.window_s, "+inf")
+            pipe.smembers(purchased_key(unit))
+            replies = await pipe.execute()
+        if with_features:
+            features, ts = self.layout.decode(replies[0])
+            replies = replies[1:]
+        else:
+            features, ts = None, None
+        contacts = []
+        for m in replies[0]:
+            ts_s, ch, _ = m.decode().split("|", 2)
+            contacts.append((float(ts_s), ch))
+        purchased = frozenset(x.decode() for x in replies[1])
+        return CustomerState(features, ts, contacts, purchased)
+
+    async def reserve_contact(self, unit: str, channel: str, at: float, decision_id: str) -> int:
+        """Record an outbound contact if every cap still holds (atomic). 0 = recorded."""
+        member = f"{at:.3f}|{channel}|{decision_id}"
+        ttl = int(self.window_s) + 3600
+        result = await self._reserve(
+            keys=[contacts_key(unit)], args=[at, member, channel, ttl, *self._cap_args]
+        )
+        return int(result)
+
+    async def append_decision(self, decision_id: str, record: bytes, summary: bytes | None) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xadd(DECISION_STREAM, {"record": record}, maxlen=self.log_maxlen, approximate=True)
+            if summary is not None:
+                pipe.set(decision_key(decision_id), summary, ex=self.record_ttl_s)
+            await pipe.execute()
+
+    async def get_decision(self, decision_id: str) -> bytes | None:
+        out: bytes | None = await self.client.get(decision_key(decision_id))
+        return out
+
+    async def append_feedback(self, decision_id: str, event: str, payload: bytes) -> int:
+        marker = f"nb:fb:{{{decision_id}}}:{event}"
+        result = await self._feedback(
+            keys=[decision_key(decision_id), marker, FEEDBACK_STREAM],
+            args=[self.record_ttl_s, self.log_maxlen, payload],
+        )
+        return int(result)
+
+    async def add_purchase(self, unit: str, offer_id: str) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.sadd(purchased_key(unit), offer_id)
+            pipe.expire(purchased_key(unit), 365 * 86400)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def with_budget(coro: Any, seconds: float) -> Any:
+    return await asyncio.wait_for(coro, timeout=seconds)

@@ -1,0 +1,1 @@
+"""HTTP controllers: parse, call the engine, map errors to status codes. Nothing else."""

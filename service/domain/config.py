@@ -1,0 +1,121 @@
+"""The decision policy configuration (service/config/policy.yaml), as typed structs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import yaml
+
+__all__ = ["Arm", "Cap", "PolicyConfig", "QuietHours", "load_policy"]
+
+CHANNELS = ("email", "push", "sms", "in_app", "web")
+
+
+class _S(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Placement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    channels: list[str]
+    realtime: bool
+
+
+class Cap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    channel: str  # a channel, or "*" for all capped channels together
+    max: int
+    window_hours: float
+
+
+class QuietHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    channels: list[str]
+    start: int  # local hour, inclusive
+    end: int  # local hour, exclusive (may wrap past midnight)
+
+    def covers(self, local_hour: int) -> bool:
+        if self.start <= self.end:
+            return self.start <= local_hour < self.end
+        return local_hour >= self.start or local_hour < self.end
+
+
+class ContactPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    count_on: Literal["decision", "delivered"] = "decision"
+    caps: list[Cap] = []
+    capped_channels: list[str] = msgspec.field(default_factory=lambda: ["email", "push", "sms"])
+    quiet_hours: list[QuietHours] = []
+
+
+class Arbitration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    value: Literal["margin", "revenue"] = "margin"
+    min_expected_value: float = 0.0
+    alternatives: int = 3
+    levers: dict[str, float] = {}
+
+
+class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    offer: str
+    lifecycle_in: list[int] | None = None
+    min_tenure_days: float | None = None
+
+
+class Eligibility(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    min_propensity: float = 0.0
+    exclude_purchased: bool = True
+    exclude_in_cart: bool = False
+    rules: list[Rule] = []
+
+
+class Arm(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    share: float
+    policy: Literal["model", "popular", "explore"] = "model"
+    fixed_hour: int | None = None
+    epsilon: float = 0.0
+
+
+class Experiment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    arms: list[Arm]
+
+
+class Experiments(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    salt: str
+    buckets: int = 10_000
+    global_holdout: float = 0.0
+    control_action: str = "none"
+    default: str | None = None
+    definitions: dict[str, Experiment] = {}
+
+
+class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: str
+    placements: dict[str, Placement]
+    channel_fallback_order: list[str]
+    contact_policy: ContactPolicy
+    arbitration: Arbitration
+    eligibility: Eligibility
+    experiments: Experiments
+
+    def validate(self) -> PolicyConfig:
+        for name, p in self.placements.items():
+            bad = set(p.channels) - set(CHANNELS)
+            if bad:
+                raise ValueError(f"placement {name}: unknown channels {sorted(bad)}")
+        for exp_name, exp in self.experiments.definitions.items():
+            total = sum(a.share for a in exp.arms)
+            if abs(total - 1.0) > 1e-9:
+                raise ValueError(f"experiment {exp_name}: arm shares sum to {total}, not 1")
+        if not 0 <= self.experiments.global_holdout < 1:
+            raise ValueError("experiments.global_holdout must be in [0, 1)")
+        d = self.experiments.default
+        if d is not None and d not in self.experiments.definitions:
+            raise ValueError(f"experiments.default {d!r} is not defined")
+        return self
+
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
+
+
+def load_policy(path: Path | None = None) -> PolicyConfig:
+    raw = yaml.safe_load((path or DEFAULT_POLICY).read_text())
+    return msgspec.convert(raw, PolicyConfig).validate()

@@ -1,0 +1,421 @@
+"""The decision: consent, eligibility, contact policy, scoring, arbitration, holdout.
+
+Pure: everything the decision depends on is passed in (features, contact history, clock,
+allocation, a uniform random number for exploration), and models are reached through the
+small :class:`Scorer` protocol, so the whole thing is unit-tested without a server.
+
+Expected value of offer o on channel ch at local hour h::
+
+    p(o, ch, h) = P_channel(open | ch) * lift(h) * P_propensity(convert | open, o, ch)
+    EV          = p * value(o) * lever(o)
+
+where lift(h) = P_send_time(h) / mean over the day. Cold-start and anonymous visitors use
+population priors from the model bundle instead (flagged ``cold_start``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from service.domain.allocation import Allocation
+from service.domain.config import PolicyConfig
+from service.domain.contact import (
+    blocked_by_caps,
+    in_quiet_hours,
+    local_hour,
+    next_allowed_hours,
+)
+from service.features.vectors import (
+    CHANNELS,
+    channel_matrix,
+    propensity_matrix,
+    send_time_matrix,
+)
+
+__all__ = [
+    "Choice",
+    "Decision",
+    "DecisionInput",
+    "Offer",
+    "Priors",
+    "Scorer",
+    "Suppression",
+    "decide",
+]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+CH_INDEX = {c: i for i, c in enumerate(CHANNELS)}
+#: channels that reach a person outside a session: need explicit consent
+OUTBOUND = frozenset({"email", "push", "sms"})
+#: multiplier for offers in the category of the session's cart or trigger (cold start only)
+SESSION_CATEGORY_BOOST = 1.5
+
+
+class Scorer(Protocol):
+    """The three models (ONNX in production, hand-written fakes in unit tests)."""
+
+    def propensity(self, x: F32) -> F64: ...
+    def send_time(self, x: F32) -> F64: ...
+    def channel(self, x: F32) -> F64: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str
+    name: str
+    category: str
+    category_idx: int
+    price: float
+    margin: float
+    valid_from: float  # epoch seconds
+    valid_to: float
+
+
+@dataclass(frozen=True, slots=True)
+class Priors:
+    """Population priors for cold start, computed at training time (model bundle)."""
+
+    hour_open_rate: Sequence[float]
+    best_hour: int
+    channel_open_rate: Mapping[str, float]
+    channel_order: Sequence[str]
+    offer_conversion_rate: Mapping[str, float]
+    offer_order: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    reason: str  # no_consent | frequency_cap | quiet_hours | ineligible | holdout | below_threshold
+    offer_id: str | None = None
+    channel: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    offer: Offer
+    channel: str
+    send_at: float  # epoch seconds
+    local_hour: int
+    probability: float  # expected conversion probability
+    expected_value: float
+    propensity: float  # P(convert | open), model output (cold start: prior)
+    channel_score: float
+    hour_lift: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInput:
+    unit_id: str
+    known: bool  # an identified customer (customer_id given)
+    features: Mapping[str, F64] | None  # raw online features (arrays of length 1); None = cold
+    now: float
+    placement: str
+    channels: Sequence[str] | None  # the caller's allowed channels
+    candidates: Sequence[Offer]
+    allocation: Allocation
+    contact_history: Sequence[tuple[float, str]] | None  # None = unknown (store unreachable)
+    purchased: frozenset[str] = frozenset()
+    cart_categories: frozenset[str] = frozenset()
+    tz_name: str | None = None
+    uniform: float = 0.5  # U(0,1) for exploration, derived from the decision id
+
+
+@dataclass(slots=True)
+class Decision:
+    action: Choice | None
+    alternatives: list[Choice] = field(default_factory=list)
+    suppressed: list[Suppression] = field(default_factory=list)
+    would_have: Choice | None = None  # the treated action a holdout unit did not get
+    cold_start: bool = False
+    opted_out: bool = False
+    degraded: list[str] = field(default_factory=list)
+    choice_probability: float = 1.0  # P(this action | context) under the policy
+    channel_scores: dict[str, float] = field(default_factory=dict)
+    hour_scores: list[float] = field(default_factory=list)
+    policy: str = "model"
+
+
+def _feature(features: Mapping[str, F64] | None, name: str) -> float:
+    if features is None or name not in features:
+        return float("nan")
+    return float(features[name][0])
+
+
+def _value(cfg: PolicyConfig, offer: Offer) -> float:
+    base = offer.price * offer.margin if cfg.arbitration.value == "margin" else offer.price
+    return base * cfg.arbitration.levers.get(offer.offer_id, 1.0)
+
+
+def _channels(inp: DecisionInput, cfg: PolicyConfig, out: Decision) -> list[str]:
+    placement = cfg.placements[inp.placement]
+    allowed = [c for c in placement.channels if inp.channels is None or c in inp.channels]
+    result = []
+    for ch in allowed:
+        if ch in OUTBOUND:
+            consent = _feature(inp.features, f"consent_{ch}") == 1.0 if inp.known else False
+            if not consent:
+                out.suppressed.append(
+                    Suppression("no_consent", channel=ch, detail="no consent for this channel")
+                )
+                continue
+        result.append(ch)
+    return result
+
+
+def _contact_policy(
+    inp: DecisionInput, cfg: PolicyConfig, channels: list[str], out: Decision
+) -> dict[str, list[tuple[float, int]]]:
+    """channel -> candidate send slots (epoch, local hour) that respect caps and quiet hours."""
+    policy = cfg.contact_policy
+    realtime = cfg.placements[inp.placement].realtime
+    tz = _feature(inp.features, "tz_offset")
+    tz_off = None if np.isnan(tz) else tz
+    slots: dict[str, list[tuple[float, int]]] = {}
+    for ch in channels:
+        if ch in policy.capped_channels:
+            if inp.contact_history is None:
+                out.suppressed.append(
+                    Suppression("frequency_cap", channel=ch, detail="caps could not be checked")
+                )
+                continue
+            cap = blocked_by_caps(policy, inp.contact_history, ch, inp.now)
+            if cap is not None:
+                out.suppressed.append(
+                    Suppression(
+                        "frequency_cap",
+                        channel=ch,
+                        detail=f"max {cap.max} per {cap.window_hours:g}h ({cap.channel})",
+                    )
+                )
+                continue
+        if realtime:
+            h = local_hour(inp.now, tz_off, inp.tz_name)
+            if in_quiet_hours(policy, ch, h):
+                out.suppressed.append(
+                    Suppression("quiet_hours", channel=ch, detail=f"local hour {h}")
+                )
+                continue
+            slots[ch] = [(inp.now, h)]
+        else:
+            s = next_allowed_hours(policy, ch, inp.now, tz_off, inp.tz_name)
+            if not s:
+                out.suppressed.append(
+                    Suppression("quiet_hours", channel=ch, detail="no allowed hour in 24h")
+                )
+                continue
+            slots[ch] = s
+    return slots
+
+
+def _eligible(inp: DecisionInput, cfg: PolicyConfig, out: Decision) -> list[Offer]:
+    el = cfg.eligibility
+    rules: dict[str, list[object]] = {}
+    for r in el.rules:
+        rules.setdefault(r.offer, []).append(r)
+    lifecycle = _feature(inp.features, "lifecycle")
+    signup = _feature(inp.features, "signup_day")
+    tenure = inp.now / 86400.0 - signup
+    result = []
+    for o in inp.candidates:
+        why = ""
+        if not o.valid_from <= inp.now <= o.valid_to:
+            why = "outside validity window"
+        elif el.exclude_purchased and o.offer_id in inp.purchased:
+            why = "already purchased"
+        elif el.exclude_in_cart and o.category in inp.cart_categories:
+            why = "already in cart"
+        else:
+            for r in cfg.eligibility.rules:
+                if r.offer != o.offer_id:
+                    continue
+                if r.lifecycle_in is not None and (
+                    np.isnan(lifecycle) or int(lifecycle) not in r.lifecycle_in
+                ):
+                    why = f"lifecycle not in {r.lifecycle_in}"
+                if r.min_tenure_days is not None and not tenure >= r.min_tenure_days:
+                    why = f"tenure below {r.min_tenure_days:g} days"
+        if why:
+            out.suppressed.append(Suppression("ineligible", offer_id=o.offer_id, detail=why))
+        else:
+            result.append(o)
+    return result
+
+
+def _best_slot(
+    slots: list[tuple[float, int]],
+    hour_lift: Sequence[float] | npt.NDArray[np.float64],
+    fixed_hour: int | None,
+) -> tuple[float, int]:
+    if fixed_hour is not None:
+        for ts, h in slots:
+            if h == fixed_hour:
+                return ts, h
+    return max(slots, key=lambda s: (hour_lift[s[1]], -s[0]))
+
+
+def _score_model(
+    inp: DecisionInput,
+    scorer: Scorer,
+    offers: list[Offer],
+    slots: dict[str, list[tuple[float, int]]],
+    fixed_hour: int | None,
+    out: Decision,
+) -> list[Choice]:
+    raw = inp.features
+    assert raw is not None
+    now_day = inp.now / 86400.0
+    chans = list(slots)
+    ch_idx = np.array([CH_INDEX[c] for c in chans], dtype=np.int64)
+    zero1 = np.zeros(len(chans), dtype=np.int64)
+    p_ch = scorer.channel(channel_matrix(raw, now_day, zero1, ch_idx))
+    hours = np.arange(24, dtype=np.int64)
+    p_h = scorer.send_time(send_time_matrix(raw, now_day, np.zeros(24, dtype=np.int64), hours))
+    lift = p_h / max(float(p_h.mean()), 1e-12)
+    out.channel_scores = {c: float(p) for c, p in zip(chans, p_ch, strict=True)}
+    out.hour_scores = [float(x) for x in p_h]
+    n_o, n_c = len(offers), len(chans)
+    o_rep = np.repeat(np.arange(n_o), n_c)
+    c_rep = np.tile(ch_idx, n_o)
+    cat = np.array([o.category_idx for o in offers], dtype=np.int64)[o_rep]
+    price = np.array([o.price for o in offers])[o_rep]
+    margin = np.array([o.margin for o in offers])[o_rep]
+    x = propensity_matrix(
+        raw, now_day, np.zeros(n_o * n_c, dtype=np.int64), cat, price, margin, c_rep
+    )
+    p_prop = scorer.propensity(x).reshape(n_o, n_c)
+    choices = []
+    chosen_slot = {c: _best_slot(slots[c], lift, fixed_hour) for c in chans}
+    for i, o in enumerate(offers):
+        for j, c in enumerate(chans):
+            ts, h = chosen_slot[c]
+            p = float(p_ch[j] * lift[h] * p_prop[i, j])
+            choices.append(
+                Choice(o, c, ts, h, p, 0.0, float(p_prop[i, j]), float(p_ch[j]), float(lift[h]))
+            )
+    return choices
+
+
+def _score_prior(
+    inp: DecisionInput,
+    priors: Priors,
+    offers: list[Offer],
+    slots: dict[str, list[tuple[float, int]]],
+    fixed_hour: int | None,
+) -> list[Choice]:
+    rates = priors.hour_open_rate
+    mean = max(sum(rates) / len(rates), 1e-12)
+    lift = [r / mean for r in rates]
+    choices = []
+    for c, s in slots.items():
+        ts, h = _best_slot(s, lift, fixed_hour)
+        ch_p = priors.channel_open_rate.get(c, 0.0)
+        for o in offers:
+            base = priors.offer_conversion_rate.get(o.offer_id, 0.0)
+            if o.category in inp.cart_categories:
+                base *= SESSION_CATEGORY_BOOST
+            choices.append(Choice(o, c, ts, h, base * lift[h], 0.0, base, ch_p, lift[h]))
+    return choices
+
+
+def _with_value(cfg: PolicyConfig, c: Choice) -> Choice:
+    return Choice(
+        c.offer, c.channel, c.send_at, c.local_hour, c.probability,
+        c.probability * _value(cfg, c.offer), c.propensity, c.channel_score, c.hour_lift,
+    )  # fmt: skip
+
+
+def _popular(cfg: PolicyConfig, priors: Priors, choices: list[Choice]) -> Choice | None:
+    """The simple baseline arm: the most popular eligible offer, by the fallback channel order."""
+    by_offer = {o: i for i, o in enumerate(priors.offer_order)}
+    order = {c: i for i, c in enumerate(cfg.channel_fallback_order)}
+    ranked = sorted(
+        choices,
+        key=lambda c: (by_offer.get(c.offer.offer_id, 10**6), order.get(c.channel, 99)),
+    )
+    return ranked[0] if ranked else None
+
+
+def decide(
+    inp: DecisionInput, cfg: PolicyConfig, scorer: Scorer | None, priors: Priors
+) -> Decision:
+    out = Decision(action=None)
+    arm = inp.allocation.config
+    out.policy = arm.policy if arm is not None else "model"
+    fixed_hour = arm.fixed_hour if arm is not None else None
+    if inp.known and _feature(inp.features, "opted_out") == 1.0:
+        out.opted_out = True
+        out.suppressed.append(Suppression("no_consent", detail="opted out of all marketing"))
+        return out
+    out.cold_start = inp.features is None or scorer is None
+    if inp.contact_history is None:
+        out.degraded.append("contact_history_unavailable")
+    channels = _channels(inp, cfg, out)
+    slots = _contact_policy(inp, cfg, channels, out)
+    offers = _eligible(inp, cfg, out)
+    if not slots or not offers:
+        return out
+    if out.cold_start:
+        choices = _score_prior(inp, priors, offers, slots, fixed_hour)
+    else:
+        assert scorer is not None
+        choices = _score_model(inp, scorer, offers, slots, fixed_hour, out)
+    choices = [_with_value(cfg, c) for c in choices]
+    min_p = cfg.eligibility.min_propensity
+    kept = []
+    for c in choices:
+        if c.probability < min_p:
+            out.suppressed.append(
+                Suppression(
+                    "ineligible", c.offer.offer_id, c.channel,
+                    f"propensity {c.probability:.2g} below minimum {min_p:g}",
+                )
+            )  # fmt: skip
+        else:
+            kept.append(c)
+    kept.sort(key=lambda c: c.expected_value, reverse=True)
+    # one entry per offer: its best channel
+    seen: set[str] = set()
+    ranked = []
+    for c in kept:
+        if c.offer.offer_id not in seen:
+            seen.add(c.offer.offer_id)
+            ranked.append(c)
+    threshold = cfg.arbitration.min_expected_value
+    above = [c for c in ranked if c.expected_value >= threshold]
+    for c in ranked:
+        if c.expected_value < threshold:
+            out.suppressed.append(
+                Suppression(
+                    "below_threshold", c.offer.offer_id, c.channel,
+                    f"expected value {c.expected_value:.4f} < {threshold:g}",
+                )
+            )  # fmt: skip
+    if not above:
+        return out
+    best: Choice | None = above[0]
+    if out.policy == "popular":
+        best = _popular(cfg, priors, [c for c in kept if c.expected_value >= threshold])
+    elif out.policy == "explore" and arm is not None and arm.epsilon > 0:
+        n = len(above)
+        eps = arm.epsilon
+        if inp.uniform < eps:
+            best = above[min(int(inp.uniform / eps * n), n - 1)]
+        out.choice_probability = (1 - eps) * (best is above[0]) + eps / n
+    assert best is not None
+    rest = [c for c in above if c is not best][: cfg.arbitration.alternatives]
+    if inp.allocation.holdout:
+        out.would_have = best
+        out.suppressed.append(
+            Suppression("holdout", best.offer.offer_id, best.channel, "global holdout: control")
+        )
+        return out
+    out.action = best
+    out.alternatives = rest
+    return out

@@ -1,0 +1,91 @@
+"""Model hot swap: load and validate a new model set off the request path, then swap.
+
+The engine reads ``engine.models`` once per request, so replacing the attribute is atomic
+for in-flight requests (they finish on the set they started with). A new set is only swapped
+in after :func:`service.adapters.models._build` validated it (feature order, sha256, parity
+on the stored input example) and it warmed up; a broken one is refused, the old one keeps
+serving and the reason shows in logs, ``/models`` and the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from service.adapters.models import ModelSet, bundle_fingerprint
+from service.engine import DecisionEngine
+from service.settings import Settings
+
+__all__ = ["ModelManager"]
+
+log = logging.getLogger("nextbest.models")
+
+
+def _load(settings: Settings) -> ModelSet:
+    from service.app import load_models
+
+    models = load_models(settings)
+    models.warm_up()
+    return models
+
+
+class ModelManager:
+    def __init__(self, engine: DecisionEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.last_error: str | None = None
+        self.last_check: float | None = None
+        self._fingerprint = self.fingerprint()
+        self._lock = asyncio.Lock()
+
+    def fingerprint(self) -> str:
+        """Changes when the champion changes: registry alias versions, or the bundle manifest."""
+        if self.settings.mlflow_tracking_uri:
+            from mlflow import MlflowClient
+
+            client = MlflowClient()
+            parts = []
+            for name in ("nextbest-propensity", "nextbest-send-time", "nextbest-channel"):
+                mv = client.get_model_version_by_alias(name, self.settings.model_alias)
+                parts.append(f"{name}={mv.version}")
+            return ",".join(parts)
+        return bundle_fingerprint(self.settings.models_dir)
+
+    async def reload(self, reason: str) -> dict[str, Any]:
+        async with self._lock:
+            old = self.engine.models
+            try:
+                fp = await asyncio.to_thread(self.fingerprint)
+                new = await asyncio.to_thread(_load, self.settings)
+            except Exception as exc:
+                self.last_error = f"refused new models ({reason}): {exc}"
+                log.error(self.last_error)
+                self.engine.metrics.model_swaps.labels(result="refused").inc()
+                return {
+                    "swapped": False,
+                    "error": self.last_error,
+                    "serving": old.versions if old else None,
+                }
+            self.engine.models = new
+            self._fingerprint = fp
+            self.last_error = None
+            self.engine.metrics.model_swaps.labels(result="swapped").inc()
+            log.info("models swapped (%s): %s", reason, new.versions)
+            return {"swapped": True, "error": None, "serving": new.versions}
+
+    async def poll(self) -> None:
+        every = self.settings.model_poll_s
+        if every <= 0:
+            return
+        while True:
+            await asyncio.sleep(every)
+            self.last_check = time.time()
+            try:
+                fp = await asyncio.to_thread(self.fingerprint)
+            except Exception as exc:
+                log.warning("model check failed: %s", exc)
+                continue
+            if fp != self._fingerprint or self.engine.models is None:
+                await self.reload(reason="poll")
