@@ -39,6 +39,21 @@ log = logging.getLogger("nextbest.app")
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
+def redis_client(settings: Settings) -> Any:
+    """A pooled asyncio client (or cluster client); retries with backoff, bounded timeouts."""
+    timeout = max(settings.redis_timeout_ms / 1000.0 * 4, 0.1)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.005), retries=1),
+    }
+    if settings.redis_cluster:
+        return aioredis.RedisCluster.from_url(settings.redis_url, **common)
+    return aioredis.Redis.from_url(
+        settings.redis_url, health_check_interval=10, max_connections=256, **common
+    )
+
+
 def load_models(settings: Settings) -> ModelSet:
     if settings.mlflow_tracking_uri:
         return load_mlflow_champions(settings.models_dir, settings.model_alias)
@@ -102,14 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         policy = load_policy(settings.policy_file)
-        client = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=max(settings.redis_timeout_ms / 1000.0 * 4, 0.1),
-            socket_connect_timeout=max(settings.redis_timeout_ms / 1000.0 * 4, 0.1),
-            retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), retries=1),
-            health_check_interval=10,
-            max_connections=256,
-        )
+        client = redis_client(settings)
         layout = FeastRedisLayout(RAW_FEATURES, project=settings.feast_project)
         store = RedisStore(client, layout, policy.contact_policy, log_maxlen=settings.log_maxlen)
         models: ModelSet | None = None

@@ -6,6 +6,7 @@
 | NEXTBEST_PORT | 8000 | port |
 | NEXTBEST_WORKERS | 1 | server worker processes |
 | NEXTBEST_REDIS_URL | redis://127.0.0.1:6379/0 | Redis: online features (Feast layout), contacts, decision log |
+| NEXTBEST_REDIS_CLUSTER | 0 | `1`: NEXTBEST_REDIS_URL names a node of a Redis Cluster |
 | NEXTBEST_REDIS_TIMEOUT_MS | 25 | budget of each Redis call before the fallback decision |
 | NEXTBEST_FEATURE_SOURCE | redis | `redis` (direct Feast layout read) or `feast` (Feast SDK, any online store) |
 | NEXTBEST_FEAST_PROJECT | nextbest | Feast project name (part of the Redis key) |
@@ -48,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     workers: int = 1
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
     redis_timeout_ms: float = 25.0
     feature_source: str = "redis"
     feast_project: str = "nextbest"
@@ -76,6 +78,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             port=int(_env("NEXTBEST_PORT", "8000")),
             workers=int(_env("NEXTBEST_WORKERS", "1")),
             redis_url=_env("NEXTBEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_cluster=_env("NEXTBEST_REDIS_CLUSTER", "0").lower() in ("1", "true", "yes"),
             redis_timeout_ms=float(_env("NEXTBEST_REDIS_TIMEOUT_MS", "25")),
             feature_source=_env("NEXTBEST_FEATURE_SOURCE", "redis"),
             feast_project=_env("NEXTBEST_FEAST_PROJECT", "nextbest"),

@@ -7,9 +7,14 @@ Keys (``{id}`` is a hash tag, so one customer's keys share a Redis Cluster slot)
 | Feast's entity key (binary) | hash | online features, written by Feast (read-only here) |
 | ``nb:{<unit>}:contacts`` | sorted set | outbound contacts, score = epoch, member ``ts|channel|decision`` |
 | ``nb:{<unit>}:purchased`` | set | offers the customer bought (from `converted` feedback) |
-| ``nb:dec:{<decision_id>}`` | string | compact decision record for feedback (TTL) |
-| ``nb:fb:{<decision_id>}:<event>`` | string | feedback idempotency marker (TTL) |
-| ``nb:log:decisions`` / ``nb:log:feedback`` | streams | the decision log and outcomes (bounded) |
+| ``nb:dec:{nbSS}:<decision_id>`` | string | compact decision record for feedback (TTL) |
+| ``nb:fb:{nbSS}:<decision_id>:<event>`` | string | feedback idempotency marker (TTL) |
+| ``nb:log:decisions:{nbSS}`` / ``nb:log:feedback:{nbSS}`` | streams | decision log and outcomes (bounded) |
+
+``SS`` is the log shard (00-15) of a decision, taken from its id: a decision's record, its
+feedback markers and the streams it is appended to share one hash tag, so the idempotent
+feedback script touches one slot even on a Redis Cluster. Readers merge the 16 shards
+(:func:`decision_streams`, :func:`feedback_streams`) in time order.
 
 Reads for a decision are one pipelined round trip (features + contacts + purchases); writes
 after it are a second (atomic cap reservation + log append).
@@ -28,11 +33,27 @@ import redis.asyncio as aioredis
 from service.adapters.feast_redis import FeastRedisLayout
 from service.domain.config import ContactPolicy
 
-__all__ = ["CustomerState", "RedisStore"]
+__all__ = ["CustomerState", "RedisStore", "decision_streams", "feedback_streams", "read_log"]
 
 F64 = npt.NDArray[np.float64]
-DECISION_STREAM = "nb:log:decisions"
-FEEDBACK_STREAM = "nb:log:feedback"
+LOG_SHARDS = 16
+
+
+def shard_tag(decision_id: str) -> str:
+    try:
+        s = int(decision_id[-2:], 16) % LOG_SHARDS
+    except ValueError:
+        s = sum(decision_id.encode()) % LOG_SHARDS
+    return f"{{nb{s:02d}}}"
+
+
+def decision_streams() -> list[str]:
+    return [f"nb:log:decisions:{{nb{s:02d}}}" for s in range(LOG_SHARDS)]
+
+
+def feedback_streams() -> list[str]:
+    return [f"nb:log:feedback:{{nb{s:02d}}}" for s in range(LOG_SHARDS)]
+
 
 # Atomically check every cap and record the contact if all hold.
 # KEYS[1] contacts zset; ARGV: now, member, channel, ttl, n_capped, capped..., then triples
@@ -94,7 +115,7 @@ def purchased_key(unit: str) -> str:
 
 
 def decision_key(decision_id: str) -> str:
-    return f"nb:dec:{{{decision_id}}}"
+    return f"nb:dec:{shard_tag(decision_id)}:{decision_id}"
 
 
 class RedisStore:
@@ -154,7 +175,8 @@ class RedisStore:
 
     async def append_decision(self, decision_id: str, record: bytes, summary: bytes | None) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xadd(DECISION_STREAM, {"record": record}, maxlen=self.log_maxlen, approximate=True)
+            stream = f"nb:log:decisions:{shard_tag(decision_id)}"
+            pipe.xadd(stream, {"record": record}, maxlen=self.log_maxlen, approximate=True)
             if summary is not None:
                 pipe.set(decision_key(decision_id), summary, ex=self.record_ttl_s)
             await pipe.execute()
@@ -164,9 +186,10 @@ class RedisStore:
         return out
 
     async def append_feedback(self, decision_id: str, event: str, payload: bytes) -> int:
-        marker = f"nb:fb:{{{decision_id}}}:{event}"
+        tag = shard_tag(decision_id)
+        marker = f"nb:fb:{tag}:{decision_id}:{event}"
         result = await self._feedback(
-            keys=[decision_key(decision_id), marker, FEEDBACK_STREAM],
+            keys=[decision_key(decision_id), marker, f"nb:log:feedback:{tag}"],
             args=[self.record_ttl_s, self.log_maxlen, payload],
         )
         return int(result)
@@ -183,3 +206,29 @@ class RedisStore:
 
 async def with_budget(coro: Any, seconds: float) -> Any:
     return await asyncio.wait_for(coro, timeout=seconds)
+
+
+def read_log(client: Any, streams: list[str]) -> list[dict[str, Any]]:
+    """Every record of the given streams (a sync redis client), oldest first (by stream id)."""
+    import msgspec
+
+    dec = msgspec.json.Decoder(dict[str, Any])
+    rows: list[tuple[bytes, dict[str, Any]]] = []
+    for stream in streams:
+        last = b"-"
+        while True:
+            batch = client.xrange(stream, min=last, max="+", count=10_000)
+            if last != b"-":
+                batch = batch[1:]
+            if not batch:
+                break
+            for entry_id, fields in batch:
+                rows.append((entry_id, dec.decode(fields[b"record"])))
+            last = batch[-1][0]
+
+    def key(row: tuple[bytes, dict[str, Any]]) -> tuple[int, int]:
+        ms, seq = row[0].split(b"-")
+        return int(ms), int(seq)
+
+    rows.sort(key=key)
+    return [r for _, r in rows]
