@@ -182,7 +182,7 @@ async def _replay_once(engine: DecisionEngine) -> int:
 
     async def send(kind: str, id_: str, payload: bytes, extra: bytes | None) -> None:
         if kind == "decision":
-            await store.append_decision(id_, payload, extra)
+            await store.append_decision(id_, payload, extra)  # idempotent by decision id
         else:
             await store.append_feedback(id_, (extra or b"").decode(), payload)
 

