@@ -7,7 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,load,local
 CUSTOMERS ?= 100000
-export NEXTBEST_DEV_MODE ?= 1
+# Redis for the commands below: $NEXTBEST_REDIS_URL, else 127.0.0.1:6379, else one we start
+REDIS = export NEXTBEST_REDIS_URL=$$($(BIN)/python scripts/ensure_redis.py)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo world feature-store train serve test lint typecheck bench loadtest clean
@@ -25,16 +26,26 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed ## create .venv and install the project with its dev/load extras
 
-demo: setup ## THE main job: world -> feature store -> models -> bundle -> sample decisions
-	@export NEXTBEST_REDIS_URL=$$($(BIN)/python scripts/ensure_redis.py) && \
-	$(BIN)/python -m training all --customers $(CUSTOMERS)
+demo: setup ## THE main job: world -> feature store -> models -> bundle -> service -> decisions
+	@$(REDIS) && \
+	$(BIN)/python -m training all --customers $(CUSTOMERS) --online both && \
+	$(BIN)/python -m service.demo
 
 world: setup ## generate the synthetic world only (CUSTOMERS=100000)
 	$(BIN)/python -m training generate --customers $(CUSTOMERS)
 
 feature-store: setup ## feast apply + materialize (ONLINE=sqlite|redis|both)
-	@export NEXTBEST_REDIS_URL=$$($(BIN)/python scripts/ensure_redis.py) && \
+	@$(REDIS) && \
 	$(BIN)/python -m training feature-store --online $(or $(ONLINE),sqlite)
+
+train: setup ## train, evaluate, register, promote, export the bundle (after make demo/world)
+	$(BIN)/python -m training train && $(BIN)/python -m training promote && \
+	$(BIN)/python -m training export-bundle
+
+serve: setup ## start the production server with this machine's local keys (var/secrets/)
+	@$(REDIS) && eval "$$($(BIN)/python -m service.localkeys --env)" && \
+	echo "API key: $$(cat var/secrets/api-key)  (Authorization: Bearer <key>)" && \
+	$(BIN)/python -m service
 
 lint: setup ## ruff check + ruff format --check
 	$(BIN)/ruff check .
@@ -46,6 +57,18 @@ typecheck: setup ## mypy --strict on service/ and training/
 test: setup lint typecheck ## THE whole test suite (starts a redis-server if none answers)
 	@export NEXTBEST_TEST_REDIS_URL=$${NEXTBEST_TEST_REDIS_URL:-$$($(BIN)/python scripts/ensure_redis.py)} && \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup ## benchmark vs a Feast SDK + LightGBM baseline, in-process and over HTTP (after make demo)
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q wrk >/dev/null 2>&1; }; }; } || \
+	  echo "!!! wrk is not installed and could not be: the HTTP part of the benchmark is SKIPPED"
+	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
+
+loadtest: setup ## Locust mix against a running service, e.g. make serve (HOST= USERS=20 DURATION=60s)
+	NEXTBEST_API_KEY=$${NEXTBEST_API_KEY:-$$(cat var/secrets/api-key 2>/dev/null)} \
+	$(BIN)/locust -f loadtests/locustfile.py --headless -u $(or $(USERS),20) -r $(or $(USERS),20) \
+	  -t $(or $(DURATION),60s) --host $(or $(HOST),http://127.0.0.1:8000)
 
 clean: ## remove generated state (var/, the model bundle)
 	rm -rf var models/*.onnx models/manifest.json
