@@ -80,3 +80,40 @@ class TestFeatureStore:
             assert fv.features
         for name, raw in RAW_FEATURES.items():
             assert [f.name for f in views[name].features] == list(raw)
+
+
+@pytest.mark.redis
+def test_fresh_materialization_drops_rows_of_earlier_data(
+    small_world: Path, redis_url: str, redis_store: Any
+) -> None:
+    """Materialization keeps a stored row unless the new one is newer: rows of an earlier
+    world survive a plain re-run. ``clear_online`` (what ``all``/``--fresh`` do) fixes it."""
+    from training.featurestore import apply, clear_online, materialize
+
+    latest = _latest(small_world, "customer_engagement")
+    cid = str(latest["click_rate"].dropna().index[0])
+    truth = latest.loc[cid, "click_rate"]
+
+    def click_rate() -> float:
+        got = redis_store.get_online_features(
+            features=["customer_engagement:click_rate"], entity_rows=[{"customer_id": cid}]
+        ).to_dict()
+        return float(got["click_rate"][0])
+
+    assert click_rate() == pytest.approx(truth)
+    stale = pd.DataFrame(  # a row from "another world", stamped later than this one's
+        {
+            "customer_id": [cid],
+            "event_timestamp": [pd.Timestamp("2030-01-01", tz="UTC")],
+            **{f: [0.0] for f in RAW_FEATURES["customer_engagement"]},
+            "click_rate": [0.987],
+        }
+    )
+    redis_store.write_to_online_store("customer_engagement", stale)
+    end = World.load(small_world).config.end_ts
+    materialize("redis", redis_url, end=end)
+    assert click_rate() == pytest.approx(0.987)  # the stale row survived
+    assert clear_online("redis", redis_url) >= 4
+    apply("redis", redis_url)
+    materialize("redis", redis_url, end=end)
+    assert click_rate() == pytest.approx(truth)

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from training.settings import paths
+
+# Quiet default for a terminal user; override from the environment.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -42,7 +46,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_feature_store(args: argparse.Namespace) -> int:
-    from training.featurestore import apply, materialize
+    from training.featurestore import apply, clear_online, materialize
     from training.world import WorldConfig
 
     cfg = json.loads((paths().data / "world.json").read_text())
@@ -50,6 +54,8 @@ def cmd_feature_store(args: argparse.Namespace) -> int:
     stores = ["sqlite", "redis"] if args.online == "both" else [args.online]
     for online in stores:
         t0 = time.perf_counter()
+        if getattr(args, "fresh", False):
+            clear_online(online)
         views = apply(online)
         materialize(online, end=end)
         where = (
@@ -83,11 +89,15 @@ def _register_optional_stages() -> None:
         from training import pipeline  # type: ignore[attr-defined,unused-ignore]
 
         pipeline.register(STAGES, ALL_AFTER_FEATURE_STORE)
+    from training import measure_cli
+
+    measure_cli.register(STAGES)
 
 
 def cmd_all(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"nextbest main job, {datetime.now().isoformat(timespec='seconds')}")
+    args.fresh = True  # a new world: rows of an earlier one must not survive in the stores
     rc = cmd_generate(args) or cmd_feature_store(args)
     for name in ALL_AFTER_FEATURE_STORE:
         if rc:
@@ -119,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
     fs = sub.add_parser("feature-store", help="feast apply + materialize")
     store_args(fs)
+    fs.add_argument(
+        "--fresh",
+        action="store_true",
+        help="clear the online store's rows first (after the source data changed)",
+    )
     fs.set_defaults(func=cmd_feature_store)
     a = sub.add_parser("all", help="the main job, end to end")
     world_args(a)

@@ -11,9 +11,9 @@ from pathlib import Path
 from feast import FeatureStore
 from feast.repo_config import RepoConfig, load_repo_config
 
-from training.settings import FEATURE_REPO, paths, redis_url, redis_url_to_feast
+from training.settings import FEATURE_REPO, paths, redis_cluster, redis_url, redis_url_to_feast
 
-__all__ = ["apply", "feature_store", "materialize", "repo_config"]
+__all__ = ["apply", "clear_online", "feature_store", "materialize", "repo_config"]
 
 
 @contextlib.contextmanager
@@ -34,7 +34,8 @@ def _yaml(online: str) -> Path:
     if online == "sqlite":
         return FEATURE_REPO / "feature_store.yaml"
     if online == "redis":
-        return FEATURE_REPO / "feature_store.redis.yaml"
+        name = "redis_cluster" if redis_cluster() else "redis"
+        return FEATURE_REPO / f"feature_store.{name}.yaml"
     raise ValueError(f"unknown online store {online!r}: use 'sqlite' or 'redis'")
 
 
@@ -42,9 +43,12 @@ def repo_config(online: str | None = None, url: str | None = None) -> RepoConfig
     """The repository's config for ``online`` (default: NEXTBEST_ONLINE_STORE or sqlite).
 
     Registry and SQLite paths are redirected into NEXTBEST_VAR_DIR so tests can isolate them.
+    With NEXTBEST_REDIS_CLUSTER=1 the Redis store is ``feature_store.redis_cluster.yaml``.
     """
     online = online or os.environ.get("NEXTBEST_ONLINE_STORE", "sqlite")
-    conn = os.environ.get("REDIS_CONNECTION_STRING") or redis_url_to_feast(url or redis_url())
+    conn = os.environ.get("REDIS_CONNECTION_STRING") or redis_url_to_feast(
+        url or redis_url(), cluster=redis_cluster()
+    )
     with _env(REDIS_CONNECTION_STRING=conn):
         cfg = load_repo_config(FEATURE_REPO, _yaml(online))
     p = paths()
@@ -60,6 +64,26 @@ def repo_config(online: str | None = None, url: str | None = None) -> RepoConfig
 def feature_store(online: str | None = None, url: str | None = None) -> FeatureStore:
     with _env(NEXTBEST_DATA_DIR=str(paths().data)):
         return FeatureStore(config=repo_config(online, url), repo_path=str(FEATURE_REPO))
+
+
+def clear_online(online: str | None = None, url: str | None = None) -> int:
+    """Delete this project's rows from the online store; returns the views cleared.
+
+    Materialization never overwrites a row with one that is not newer, so after the data
+    changed (a regenerated world, a re-import) stale rows would survive; clear first. Only
+    Feast's own rows go (the service's keys, ``nb:...``, stay). Nothing applied yet: 0.
+    """
+    from feast.infra.online_stores.helpers import get_online_store_from_config
+
+    store = feature_store(online, url)
+    try:
+        views = [*store.list_feature_views(), *store.list_stream_feature_views()]
+    except Exception:  # no registry yet: nothing was ever materialized
+        return 0
+    if not views:
+        return 0
+    get_online_store_from_config(store.config.online_store).teardown(store.config, views, [])
+    return len(views)
 
 
 def apply(online: str | None = None, url: str | None = None) -> list[str]:

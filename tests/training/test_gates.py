@@ -1,0 +1,69 @@
+"""Promotion gates: a deliberately worse candidate is refused, in logic and in the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from training.registry import CANDIDATE, CHAMPION, REGISTERED_NAMES, check_gates
+
+BASELINES = {"offer_base_rate": {"auc": 0.60, "regret_conversion": 0.30}}
+GOOD = {"auc": 0.70, "logloss": 0.20, "ece": 0.01, "regret_conversion": 0.10, "parity_passed": 1.0}
+
+
+def test_good_candidate_passes() -> None:
+    assert check_gates("propensity", GOOD, BASELINES, None) == []
+    assert check_gates("propensity", GOOD, BASELINES, dict(GOOD)) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"auc": 0.605}, "does not beat the best baseline"),
+        ({"regret_conversion": 0.35}, "regret_conversion"),
+        ({"parity_passed": 0.0}, "parity"),
+    ],
+)
+def test_worse_candidate_is_refused(change: dict[str, float], why: str) -> None:
+    reasons = check_gates("propensity", {**GOOD, **change}, BASELINES, None)
+    assert reasons and any(why in r for r in reasons)
+
+
+def test_regression_vs_champion_is_refused() -> None:
+    champion = {**GOOD, "auc": 0.75}
+    reasons = check_gates("propensity", GOOD, BASELINES, champion)
+    assert any("worse than champion" in r for r in reasons)
+    # within tolerance is fine
+    assert check_gates("propensity", GOOD, BASELINES, {**GOOD, "auc": 0.704}) == []
+
+
+def test_registry_refuses_a_worse_candidate(trained: Any) -> None:
+    """Register a copy of the model whose run reports worse metrics: champion must stay."""
+    import mlflow
+
+    from training.registry import client, promote, setup_mlflow
+
+    c = client()
+    kind, name = "propensity", REGISTERED_NAMES["propensity"]
+    c.set_registered_model_alias(name, CANDIDATE, trained.versions[kind])
+    c.set_registered_model_alias(name, CHAMPION, trained.versions[kind])
+    champion_before = c.get_model_version_by_alias(name, CHAMPION).version
+    good = c.get_run(trained.run_id).data.metrics
+    setup_mlflow()
+    with mlflow.start_run(run_name="deliberately-worse") as run:
+        worse = {k: v for k, v in good.items() if k.startswith(f"{kind}.")}
+        worse[f"{kind}.auc"] = worse[f"{kind}.baseline_offer_base_rate.auc"]  # no better
+        mlflow.log_metrics(worse)
+    mv = c.create_model_version(
+        name, c.get_model_version(name, trained.versions[kind]).source, run.info.run_id
+    )
+    c.set_registered_model_alias(name, CANDIDATE, mv.version)
+    rc, decisions = promote(strict=True)
+    assert rc == 1
+    assert any("does not beat the best baseline" in r for r in decisions[kind])
+    assert c.get_model_version_by_alias(name, CHAMPION).version == champion_before
+    rc_lenient, _ = promote(strict=False)
+    assert rc_lenient == 0
+    # put the real candidate back for the other tests
+    c.set_registered_model_alias(name, CANDIDATE, trained.versions[kind])

@@ -1,0 +1,252 @@
+"""The ``train`` stage: Feast datasets -> LightGBM -> evaluation -> ONNX (parity) -> MLflow.
+
+One MLflow run per invocation logs, for each of the three models: LightGBM params, metrics
+and baseline metrics (``<model>.<metric>``, ``<model>.baseline_<name>.<metric>``), the
+reliability plot, the dataset fingerprint, the ONNX model (registered, alias ``candidate``)
+and its feature order; plus the evaluation table and ``bundle/manifest.json`` (what
+``export-bundle`` and the service's MLflow loader read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
+from training.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
+from training.evaluate import EvalResult, evaluate_all, format_table, train_priors
+from training.models import PARAMS, fit
+from training.onnx_export import ParityResult, check_parity, onnx_session, score_onnx, to_onnx
+from training.registry import CANDIDATE, REGISTERED_NAMES, setup_mlflow
+from training.settings import paths
+
+__all__ = ["FEATURES", "TrainResult", "offers_json", "train"]
+
+FEATURES: dict[str, list[str]] = {
+    "propensity": list(PROPENSITY_FEATURES),
+    "send_time": list(SEND_TIME_FEATURES),
+    "channel": list(CHANNEL_FEATURES),
+}
+EXAMPLE_ROWS = 5
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    results: dict[str, EvalResult]
+    parity: dict[str, ParityResult]
+    versions: dict[str, str]
+    manifest: dict[str, Any]
+    table: str
+    timings: dict[str, float]
+    models: dict[str, Any]  # the fitted LightGBM classifiers
+    dataset: Dataset
+
+
+def offers_json(offers: pd.DataFrame) -> list[dict[str, Any]]:
+    rows: list[dict[Any, Any]] = offers.to_dict("records")
+    return [
+        {
+            "offer_id": str(o["offer_id"]),
+            "name": str(o["name"]),
+            "category": str(o["category"]),
+            "category_idx": int(o["category_idx"]),
+            "price": float(o["price"]),
+            "margin": float(o["margin"]),
+            "valid_from": pd.Timestamp(o["valid_from"]).isoformat(),
+            "valid_to": pd.Timestamp(o["valid_to"]).isoformat(),
+        }
+        for o in rows
+    ]
+
+
+def _example_rows(x: npt.NDArray[np.float32], n: int = EXAMPLE_ROWS) -> npt.NDArray[np.float32]:
+    """A few test rows for the manifest, preferring rows without missing values."""
+    full = np.flatnonzero(~np.isnan(x).any(axis=1))
+    idx = full[:n] if len(full) >= n else np.arange(min(n, len(x)))
+    out: npt.NDArray[np.float32] = x[idx]
+    return out
+
+
+def _json_floats(a: npt.NDArray[Any]) -> list[Any]:
+    rows: list[Any] = a.astype(np.float64).tolist()
+    return rows
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def _requirements() -> list[str]:
+    """Pinned runtime requirements (saves MLflow inferring them by importing the model)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("onnx", "onnxruntime", "numpy")]
+
+
+def train(
+    max_rows: int | None = None,
+    seed: int = 42,
+    progress: bool = True,
+    extra_log: Path | None = None,
+) -> TrainResult:
+    """The train stage; ``extra_log``: an export-log folder whose decisions with outcomes join
+    the training rows (inverse-propensity weights; see training/dataset.py)."""
+    import mlflow
+    import onnx
+    import onnxruntime
+    from mlflow.models import infer_signature
+    from tqdm import tqdm
+
+    from training.featurestore import feature_store
+    from training.world import World
+
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    onnxruntime.set_default_logger_severity(3)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    store = feature_store()
+    extra = None
+    if extra_log is not None:
+        from training.log_training import messages_from_log
+
+        extra = messages_from_log(extra_log)
+    ds: Dataset = build_datasets(
+        store, max_rows=max_rows, seed=seed, progress=progress, extra=extra
+    )
+    timings["feast_join_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    models: dict[str, Any] = {}
+    for kind in tqdm(KINDS, desc="fit LightGBM", disable=not progress):
+        d = ds.models[kind]
+        models[kind] = fit(
+            d.x[d.train], d.y[d.train], FEATURES[kind], {"random_state": seed}, d.weight[d.train]
+        )
+    timings["fit_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    world = World.load(paths().data)
+    plot_dir = Path(tempfile.mkdtemp(prefix="nextbest-plots-"))
+    results = evaluate_all(ds, models, world, plot_dir, seed)
+    timings["evaluate_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    onnx_models: dict[str, onnx.ModelProto] = {}
+    parity: dict[str, ParityResult] = {}
+    for kind in tqdm(KINDS, desc="ONNX export + parity", disable=not progress):
+        d = ds.models[kind]
+        onnx_models[kind] = to_onnx(models[kind], len(FEATURES[kind]))
+        parity[kind] = check_parity(models[kind], onnx_models[kind], d.x[d.test], seed=seed)
+        results[kind].metrics["parity_max_abs_diff"] = parity[kind].max_abs_diff
+        results[kind].metrics["parity_passed"] = 1.0 if parity[kind].passed else 0.0
+    timings["onnx_s"] = time.perf_counter() - t0
+
+    table = format_table(results)
+    priors = train_priors(ds)
+    t0 = time.perf_counter()
+    setup_mlflow()
+    versions: dict[str, str] = {}
+    manifest_models: dict[str, dict[str, Any]] = {}
+    with mlflow.start_run(run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}") as run:
+        mlflow.log_params(
+            {
+                "seed": seed,
+                "max_rows": ds.params["max_rows"],
+                "extra_log": str(extra_log) if extra_log is not None else "none",
+                "test_share": 0.2,
+                "split": "time",
+                **{f"data.{k}": v for k, v in ds.window.items()},
+                **{f"lgbm.{k}": v for k, v in PARAMS.items() if k != "random_state"},
+            }
+        )
+        mlflow.set_tag("world", (paths().data / "world.json").read_text())
+        for kind in KINDS:
+            d = ds.models[kind]
+            r = results[kind]
+            mlflow.log_params(
+                {
+                    f"{kind}.feature_service": SERVICES[kind],
+                    f"{kind}.train_rows": int(d.train.sum()),
+                    f"{kind}.test_rows": int(d.test.sum()),
+                    f"{kind}.best_iteration": int(models[kind].best_iteration_ or 0),
+                    f"{kind}.dataset_fingerprint": fingerprint(d.x[d.train], d.y[d.train]),
+                    f"{kind}.log_rows_train": int(
+                        (d.meta["message_id"].astype(str).str.startswith("L") & d.train).sum()
+                    ),
+                    f"{kind}.log_rows_test": int(
+                        (d.meta["message_id"].astype(str).str.startswith("L") & d.test).sum()
+                    ),
+                }
+            )
+            mlflow.log_metrics(_finite(r.flat()))
+            for path in r.plots.values():
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            mlflow.log_dict({"features": FEATURES[kind]}, f"features/{kind}.json")
+            example = _example_rows(d.x[d.test])
+            sess = onnx_session(onnx_models[kind])
+            expected = score_onnx(sess, example)
+            probs = np.stack([1 - expected, expected], axis=1).astype(np.float32)
+            sig = infer_signature({"input": example}, {"probabilities": probs})
+            info = mlflow.onnx.log_model(
+                onnx_models[kind],
+                name=kind,
+                signature=sig,
+                input_example={"input": example},
+                registered_model_name=REGISTERED_NAMES[kind],
+                pip_requirements=_requirements(),
+                onnx_execution_providers=["CPUExecutionProvider"],
+            )
+            # the same model as LightGBM text (best iteration), for the benchmark's baseline
+            # (`Booster.predict` in a web handler); the service itself serves the ONNX graph
+            mlflow.log_text(models[kind].booster_.model_to_string(), f"lightgbm/{kind}.txt")
+            version = str(info.registered_model_version)
+            mlflow.MlflowClient().set_registered_model_alias(
+                REGISTERED_NAMES[kind], CANDIDATE, version
+            )
+            versions[kind] = version
+            blob = onnx_models[kind].SerializeToString()
+            manifest_models[kind] = {
+                "registered_name": REGISTERED_NAMES[kind],
+                "version": version,
+                "alias": CANDIDATE,
+                "file": f"{kind}.onnx",
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "features": FEATURES[kind],
+                "feature_service": SERVICES[kind],
+                "metrics": _finite(r.metrics),
+                "baselines": {b: _finite(m) for b, m in r.baselines.items()},
+                "input_example": _json_floats(example),
+                "expected_output": [float(v) for v in expected],
+            }
+        manifest = {
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data_window": ds.window,
+            "models": manifest_models,
+            "offers": offers_json(ds.offers),
+            "priors": priors,
+        }
+        mlflow.log_dict(manifest, "bundle/manifest.json")
+        mlflow.log_text(table, "evaluation/table.txt")
+        mlflow.log_dict({k: round(v, 2) for k, v in timings.items()}, "timings.json")
+        run_id = run.info.run_id
+    timings["mlflow_s"] = time.perf_counter() - t0
+    return TrainResult(run_id, results, parity, versions, manifest, table, timings, models, ds)
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2)
