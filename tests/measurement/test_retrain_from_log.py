@@ -1,0 +1,88 @@
+"""Retraining from the decision log: log rows join the Feast training sets with their weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.dataset import build_datasets
+from training.log_training import MESSAGE_COLUMNS
+from training.models import fit
+from training.train import FEATURES
+from training.world import World
+
+
+def _log_rows(world: World, n: int = 400) -> pd.DataFrame:
+    """Rows as training.log_training.rows_from_log makes them, after the world's end."""
+    rng = np.random.default_rng(0)
+    known = np.flatnonzero(~world.anonymous & ~world.opted_out)[:n]
+    end = pd.Timestamp(world.config.end_ts)
+    opened = rng.random(n) < 0.6
+    converted = opened & (rng.random(n) < 0.3)
+    return pd.DataFrame(
+        {
+            "message_id": [f"Ldec{i:05d}" for i in range(n)],
+            "customer_id": world.customer_ids[known],
+            "offer_id": world.offers["offer_id"].to_numpy()[rng.integers(0, 18, n)],
+            "channel": rng.choice(["email", "push", "web"], n),
+            "sent_at": end + pd.to_timedelta(np.sort(rng.uniform(3600, 5 * 86400, n)), unit="s"),
+            "local_hour": rng.integers(0, 24, n),
+            "policy": np.where(np.arange(n) % 2 == 0, "log:explore", "log:model"),
+            "delivered": True,
+            "opened": opened,
+            "clicked": converted,
+            "converted": converted,
+            "revenue": np.where(converted, 50.0, 0.0),
+            "weight": np.where(np.arange(n) % 2 == 0, 40.0, 1.0),
+        }
+    )[list(MESSAGE_COLUMNS)]
+
+
+def test_log_rows_feed_the_propensity_model_with_their_weights(
+    sqlite_store: Any, small_world: Path
+) -> None:
+    world = World.load(small_world)
+    rows = _log_rows(world)
+    base = build_datasets(sqlite_store, progress=False)
+    ds = build_datasets(sqlite_store, progress=False, extra=rows)
+    assert ds.params["log_rows"] == len(rows)
+
+    prop = ds.models["propensity"]
+    is_log = prop.meta["message_id"].astype(str).str.startswith("L").to_numpy()
+    # every opened log row made it through the point-in-time join
+    assert is_log.sum() == int(rows["opened"].sum())
+    weights = dict(zip(prop.meta["message_id"], prop.weight, strict=True))
+    assert all(weights[m] == w for m, w in zip(rows["message_id"], rows["weight"], strict=True)
+               if m in weights)  # fmt: skip
+    assert (prop.weight[~is_log] == 1.0).all()
+    # the test window is the newest 20 % of the log: history and older log rows train
+    cut = pd.Timestamp(ds.params["log_test_start"])
+    sent = pd.to_datetime(prop.meta["sent_at"], utc=True)
+    assert (prop.test == (sent >= cut).to_numpy()).all()
+    assert prop.test[is_log].mean() == pytest.approx(0.2, abs=0.08)
+    assert not prop.test[~is_log].any()
+    assert (
+        prop.train.sum()
+        == base.models["propensity"].train.sum()
+        + base.models["propensity"].test.sum()
+        + (is_log & prop.train).sum()
+    )
+
+    # the channel and send-time models learn from random-policy sends only: no log rows,
+    # and their split is unchanged
+    for kind in ("channel", "send_time"):
+        d, b = ds.models[kind], base.models[kind]
+        assert not d.meta["message_id"].astype(str).str.startswith("L").any()
+        assert (d.test == b.test).all()
+
+    # weights reach LightGBM: heavy log rows move the fitted model
+    tr = prop.train
+    w = prop.weight[tr]
+    names = FEATURES["propensity"]
+    p_w = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, w).predict_proba(prop.x[:50])
+    p_1 = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}).predict_proba(prop.x[:50])
+    assert not np.allclose(p_w, p_1)

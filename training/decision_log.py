@@ -1,0 +1,261 @@
+"""Export the service's decision log and feedback streams from Redis to Parquet, and read it back.
+
+`python -m training export-log --redis-url URL --out DIR` writes three files to ``DIR``:
+
+``decisions.parquet``, one row per decision record (the 16 shards merged, ordered by ``ts``;
+ties keep stream-entry order):
+
+| column | type | meaning |
+|---|---|---|
+| decision_id | string | id of the decision (feedback refers to it) |
+| ts | timestamp[UTC] | when the decision was made (the request's ``now``) |
+| unit | string | customer id or anonymous id (null for opted-out records) |
+| known | bool | an identified customer (``customer_id`` given) |
+| opted_out | bool | the customer opted out: only the fact of the call is logged |
+| placement, trigger | string | request context |
+| experiment, arm | string | allocation (``arm == "holdout"`` for the global holdout) |
+| holdout | bool | the unit got the control action (no message) |
+| policy | string | ``model``, ``popular`` or ``explore`` |
+| choice_probability | float | P(chosen action given context) under the logging policy (1 if deterministic) |
+| action_offer, action_channel | string | the action taken (null: no action) |
+| action_send_at | timestamp[UTC] | when the message is to be sent |
+| action_local_hour | int | the customer's local hour of ``action_send_at`` (-1 if none) |
+| action_p, action_ev | float | predicted conversion probability and expected value of the action |
+| would_have_offer, would_have_channel | string | holdout only: the treated action it did not get |
+| would_have_local_hour, would_have_p, would_have_ev | int/float | idem |
+| n_alternatives | int | number of next-best alternatives logged |
+| suppressed | string | JSON list of ``[reason, offer, channel]`` |
+| cold_start | bool | population priors were used |
+| degraded | string | comma-separated degradation flags ("" if none) |
+| model_version_propensity / _send_time / _channel | string | model versions used |
+| model_versions | string | JSON object of all model versions |
+| policy_version | string | version of ``policy.yaml`` |
+
+``feedback.parquet``: ``decision_id`` (string), ``event`` (``delivered``, ``opened``,
+``clicked``, ``converted``, ``dismissed``), ``value`` (float, null unless given, e.g. the
+revenue of a conversion), ``ts`` (timestamp[UTC]).
+
+``export.json``: row counts, the time range and when the export was made.
+
+For lift measurement the callers must report ``converted`` feedback for *holdout* decisions
+too (a purchase in the attribution window), otherwise holdout conversions read as zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+_log = logging.getLogger(__name__)
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "FEEDBACK_COLUMNS",
+    "export_log",
+    "flatten_decisions",
+    "flatten_feedback",
+    "load_log",
+    "outcomes",
+]
+
+MODEL_KINDS = ("propensity", "send_time", "channel")
+DECISION_COLUMNS: dict[str, str] = {
+    "decision_id": "string",
+    "ts": "datetime64[ns, UTC]",
+    "unit": "string",
+    "known": "bool",
+    "opted_out": "bool",
+    "placement": "string",
+    "trigger": "string",
+    "experiment": "string",
+    "arm": "string",
+    "holdout": "bool",
+    "policy": "string",
+    "choice_probability": "float64",
+    "action_offer": "string",
+    "action_channel": "string",
+    "action_send_at": "datetime64[ns, UTC]",
+    "action_local_hour": "int64",
+    "action_p": "float64",
+    "action_ev": "float64",
+    "would_have_offer": "string",
+    "would_have_channel": "string",
+    "would_have_local_hour": "int64",
+    "would_have_p": "float64",
+    "would_have_ev": "float64",
+    "n_alternatives": "int64",
+    "suppressed": "string",
+    "cold_start": "bool",
+    "degraded": "string",
+    **{f"model_version_{k}": "string" for k in MODEL_KINDS},
+    "model_versions": "string",
+    "policy_version": "string",
+}
+FEEDBACK_COLUMNS: dict[str, str] = {
+    "decision_id": "string",
+    "event": "string",
+    "value": "float64",
+    "ts": "datetime64[ns, UTC]",
+}
+
+
+def _flat_one(r: dict[str, Any]) -> dict[str, Any]:
+    a = r.get("action") or {}
+    w = r.get("would_have") or {}
+    versions = r.get("model_versions") or {}
+    row: dict[str, Any] = {
+        "decision_id": r.get("decision_id"),
+        "ts": r.get("ts"),
+        "unit": r.get("unit"),
+        "known": bool(r.get("known", False)),
+        "opted_out": bool(r.get("opted_out", False)),
+        "placement": r.get("placement"),
+        "trigger": r.get("trigger"),
+        "experiment": r.get("experiment"),
+        "arm": r.get("arm"),
+        "holdout": bool(r.get("holdout", False)),
+        "policy": r.get("policy"),
+        "choice_probability": r.get("choice_probability", 1.0),
+        "action_offer": a.get("offer"),
+        "action_channel": a.get("channel"),
+        "action_send_at": a.get("send_at"),
+        "action_local_hour": a.get("local_hour", -1),
+        "action_p": a.get("p"),
+        "action_ev": a.get("ev"),
+        "would_have_offer": w.get("offer"),
+        "would_have_channel": w.get("channel"),
+        "would_have_local_hour": w.get("local_hour", -1),
+        "would_have_p": w.get("p"),
+        "would_have_ev": w.get("ev"),
+        "n_alternatives": len(r.get("alternatives") or []),
+        "suppressed": json.dumps(r.get("suppressed") or []),
+        "cold_start": bool(r.get("cold_start", False)),
+        "degraded": ",".join(r.get("degraded") or []),
+        "model_versions": json.dumps(versions, sort_keys=True),
+        "policy_version": r.get("policy_version"),
+    }
+    for k in MODEL_KINDS:
+        row[f"model_version_{k}"] = versions.get(k)
+    return row
+
+
+#: epoch seconds beyond this (year ~5138) cannot be a decision or feedback time
+_MAX_EPOCH_S = 1e11
+
+
+def epoch_seconds_to_utc(values: pd.Series) -> tuple[pd.Series, int]:
+    """Epoch seconds (float, possibly null) -> tz-aware UTC timestamps, and how many were bad.
+
+    The conversion is done here rather than by ``pd.to_datetime(unit="s")``, which on some
+    inputs raises ``FloatingPointError: overflow`` from inside its own vectorised cast: a
+    value that is not a number, not finite or out of range becomes NaT and is counted.
+    """
+    num = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    ok = np.isfinite(num) & (np.abs(num) < _MAX_EPOCH_S)
+    bad = int((~ok & ~pd.isna(values).to_numpy()).sum())
+    ns = np.full(len(num), np.datetime64("NaT"), dtype="datetime64[ns]")
+    whole = np.floor(num[ok])
+    micros = np.round((num[ok] - whole) * 1e6).astype("int64")  # float seconds hold ~1 us
+    ns[ok] = (whole.astype("int64") * 1_000_000_000 + micros * 1000).view("datetime64[ns]")
+    return pd.Series(ns, index=values.index).dt.tz_localize("UTC"), bad
+
+
+def _typed(df: pd.DataFrame, schema: dict[str, str], time_cols: tuple[str, ...]) -> pd.DataFrame:
+    out = pd.DataFrame({c: (df[c] if c in df.columns else None) for c in schema}, index=df.index)
+    for c, dtype in schema.items():
+        if c in time_cols:
+            out[c], bad = epoch_seconds_to_utc(out[c])
+            if bad:
+                _log.warning("decision log: %d unreadable %s values exported as null", bad, c)
+        elif dtype == "int64":
+            out[c] = pd.to_numeric(out[c]).fillna(-1).astype("int64")
+        elif dtype == "float64":
+            out[c] = pd.to_numeric(out[c]).astype("float64")
+        else:
+            out[c] = out[c].astype(dtype)  # type: ignore[call-overload]
+    return out.reset_index(drop=True)
+
+
+def flatten_decisions(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Decision records (the JSON the engine appends) -> the documented flat table."""
+    df = pd.DataFrame([_flat_one(r) for r in records], columns=list(DECISION_COLUMNS))
+    return _typed(df, DECISION_COLUMNS, ("ts", "action_send_at"))
+
+
+def flatten_feedback(records: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(records, columns=list(FEEDBACK_COLUMNS))
+    return _typed(df, FEEDBACK_COLUMNS, ("ts",))
+
+
+def export_log(redis_url: str, out: Path, cluster: bool | None = None) -> dict[str, Any]:
+    """Read every decision and feedback record from Redis and write the Parquet export.
+
+    ``cluster`` (default: NEXTBEST_REDIS_CLUSTER): ``redis_url`` names a Redis Cluster node.
+    """
+    from service.adapters.redis_store import (
+        decision_streams,
+        feedback_streams,
+        read_log,
+        sync_client,
+    )
+    from training.settings import redis_cluster
+
+    client = sync_client(redis_url, redis_cluster() if cluster is None else cluster)
+    try:
+        decisions = flatten_decisions(read_log(client, decision_streams()))
+        feedback = flatten_feedback(read_log(client, feedback_streams()))
+        decisions = decisions.sort_values("ts", kind="stable").reset_index(drop=True)
+        feedback = feedback.sort_values("ts", kind="stable").reset_index(drop=True)
+    finally:
+        client.close()
+    out.mkdir(parents=True, exist_ok=True)
+    decisions.to_parquet(out / "decisions.parquet", index=False)
+    feedback.to_parquet(out / "feedback.parquet", index=False)
+    meta: dict[str, Any] = {
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "decisions": len(decisions),
+        "feedback": len(feedback),
+        "first_decision": decisions["ts"].min().isoformat() if len(decisions) else None,
+        "last_decision": decisions["ts"].max().isoformat() if len(decisions) else None,
+        "policy_versions": sorted(decisions["policy_version"].dropna().unique().tolist()),
+    }
+    (out / "export.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def load_log(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(decisions, feedback) from an export folder (feedback may be missing: empty)."""
+    decisions = pd.read_parquet(path / "decisions.parquet")
+    fb_path = path / "feedback.parquet"
+    if fb_path.exists():
+        feedback = pd.read_parquet(fb_path)
+    else:
+        feedback = pd.DataFrame({c: pd.Series(dtype="object") for c in FEEDBACK_COLUMNS})
+    return decisions, feedback
+
+
+def outcomes(decisions: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """Decisions with one outcome flag per feedback event and ``revenue`` (sum of converted value).
+
+    Adds boolean ``delivered``, ``opened``, ``clicked``, ``converted``, ``dismissed`` and
+    float ``revenue``. A decision without feedback has all flags False and revenue 0.
+    """
+    out = decisions.copy()
+    events = ("delivered", "opened", "clicked", "converted", "dismissed")
+    fb = feedback[feedback["decision_id"].isin(out["decision_id"])]
+    for e in events:
+        ids = set(fb.loc[fb["event"] == e, "decision_id"].astype(str))
+        out[e] = out["decision_id"].astype(str).isin(ids).to_numpy()
+    conv = fb[fb["event"] == "converted"]
+    rev = conv.groupby(conv["decision_id"].astype(str))["value"].sum(min_count=1)
+    out["revenue"] = (
+        out["decision_id"].astype(str).map(rev).astype("float64").fillna(0.0).to_numpy()
+    )
+    out["revenue"] = np.where(out["converted"], out["revenue"], 0.0)
+    return out

@@ -1,0 +1,375 @@
+"""Measurement commands for `python -m training` (registered by :func:`register`).
+
+export-log     decision log + feedback streams in Redis -> Parquet
+report         lift per experiment and arm vs the holdout (terminal table + HTML)
+ope            off-policy evaluation of candidate policies from a log with propensities
+hillstrom      validate the lift report and OPE on the Hillstrom e-mail experiment
+simulate       replay world customers through a running service, score with the truth
+log-to-training  exported log -> extra training rows (messages.parquet schema + weight)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_export_log(args: argparse.Namespace) -> int:
+    from training.decision_log import export_log
+    from training.settings import redis_url
+
+    meta = export_log(args.redis_url or redis_url(), Path(args.out))
+    print(f"exported to {args.out}:")
+    for k, v in meta.items():
+        print(f"  {k:<16} {v}")
+    return 0
+
+
+def _args_export(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--redis-url", default=None, help="default: NEXTBEST_REDIS_URL")
+    sp.add_argument("--out", required=True, help="output folder")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from service.domain.config import load_policy
+    from training import lift
+    from training.decision_log import load_log, outcomes
+
+    decisions, feedback = load_log(Path(args.log))
+    profiles = None
+    prof_path = Path(args.profiles) if args.profiles else None
+    if prof_path is not None and prof_path.exists():
+        profiles = pd.read_parquet(prof_path, columns=["customer_id", "lifecycle"])
+    frame = lift.decision_frame(outcomes(decisions, feedback), profiles)
+    policy = load_policy(Path(args.policy) if args.policy else None)
+    rep = lift.build_report(frame, lift.configured_shares(policy), title=f"Lift report: {args.log}")
+    n_opt = int(decisions["opted_out"].sum())
+    rep.notes.append(
+        f"{len(frame):,} decisions ({frame['unit'].nunique():,} units) analysed; "
+        f"{n_opt:,} opted-out records excluded"
+    )
+    print(lift.render_text(rep))
+    if args.html:
+        Path(args.html).write_text(lift.render_html(rep))
+        print(f"\nHTML report: {args.html}")
+    return 2 if any(s.mismatch for s in rep.srm) and args.fail_on_srm else 0
+
+
+def _args_report(sp: argparse.ArgumentParser) -> None:
+    from training.settings import paths
+
+    sp.add_argument("--log", required=True, help="export folder (decisions/feedback.parquet)")
+    sp.add_argument("--html", default=None, help="write a self-contained HTML report here")
+    sp.add_argument("--policy", default=None, help="policy.yaml (default: the service's)")
+    sp.add_argument(
+        "--profiles",
+        default=str(paths().data / "customer_profile.parquet"),
+        help="customer profiles for the lifecycle breakdown (skipped if missing)",
+    )
+    sp.add_argument("--fail-on-srm", action="store_true", help="exit 2 on a sample-ratio mismatch")
+
+
+def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """An export-log folder -> the OPE schema, with candidate replays and optional truth."""
+    import numpy as np
+
+    from training import ope, replay
+    from training.decision_log import load_log, outcomes
+    from training.settings import MODELS_DIR
+
+    decisions, feedback = load_log(Path(args.log))
+    if args.since:
+        import pandas as pd
+
+        decisions = decisions[decisions["ts"] >= pd.Timestamp(args.since)]
+    out = outcomes(decisions, feedback)
+    df = ope.bandit_log_from_decisions(out, args.reward, args.log_policies.split(","))
+    n_withdrawn = int(ope.withdrawn(out["suppressed"]).sum())
+    print(
+        f"decision log {args.log}: {len(decisions):,} decisions, {len(df):,} usable for OPE "
+        f"(arm policies {args.log_policies}; {n_withdrawn:,} withdrawn after a cap race "
+        f"left out), {df['action'].nunique()} distinct actions, reward = {args.reward}"
+    )
+    specs: list[str] = []
+    cands = [replay.parse_candidate(c, Path(args.models or MODELS_DIR)) for c in args.candidate]
+    if cands or args.world:
+        feats = replay.logged_features(df)
+        for c in ("lifecycle", "tz_offset", "recency_days", "frequency_90d", "monetary_90d",
+                  "click_rate", "open_rate_email", "open_rate_push"):  # fmt: skip
+            df[f"x_{c}"] = feats[c].to_numpy()
+        for cand in cands:
+            acts = replay.candidate_actions(df, feats, cand)
+            df[f"cand_{cand.name}"] = acts["action"].to_numpy()
+            df[f"cand_{cand.name}_hour"] = acts["local_hour"].to_numpy()
+            specs.append(f"column:cand_{cand.name}")
+    if args.world:
+        from training import simulate
+        from training.world import World
+
+        world = World.load(Path(args.world))
+        organic = simulate.organic_model(world, Path(args.world), args.attribution_days)
+
+        def truth(action: Any, hours: Any) -> float:
+            parts = [str(a).split("|") if a != "none" else [None, None] for a in action]
+            v = simulate.expected_reward(
+                world, df["unit"].tolist(), [p[0] for p in parts], [p[1] for p in parts],
+                np.maximum(np.asarray(hours, dtype=np.float64), 0), args.reward, organic,
+            )  # fmt: skip
+            return float(np.mean(v))
+
+        df.attrs["truth"] = {
+            "logging (on-policy mean)": truth(df["action"], df["logged_local_hour"]),
+            **{
+                f"column:cand_{c.name}": truth(df[f"cand_{c.name}"], df[f"cand_{c.name}_hour"])
+                for c in cands
+            },
+        }
+    return df, specs
+
+
+def cmd_ope(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from training import ope
+
+    path = Path(args.log)
+    specs = list(args.policy or [])
+    if path.is_dir():
+        df, cand_specs = _ope_from_export(args)
+        specs += cand_specs
+    elif path.suffix == ".csv":
+        df = pd.read_csv(path)
+    else:
+        df = pd.read_parquet(path)
+    if not specs:
+        print("ope: nothing to evaluate (give --policy and/or --candidate)")
+        return 2
+    if args.out:
+        df.to_parquet(args.out, index=False)
+        print(f"OPE log (documented schema) -> {args.out}")
+    feats = args.features.split(",") if args.features else None
+    compare = args.compare_to
+    if compare is not None and compare not in specs:
+        compare = f"column:cand_{compare}"  # a candidate's name
+    t = ope.evaluate_frame(
+        df, specs, args.reward_model, feats, args.alpha, args.bootstrap, args.seed, compare
+    )
+    truth: dict[str, float] | None = df.attrs.get("truth")
+    if truth:
+        t["truth"] = [
+            truth[p] - truth[compare]
+            if m.startswith("DR - ") and p in truth and compare in truth
+            else truth.get(p, float("nan"))
+            for p, m in zip(t["policy"], t["method"], strict=True)
+        ]
+        known = t["truth"].notna() & t["low"].notna()
+        inside = (t["low"] <= t["truth"]) & (t["truth"] <= t["high"])
+        t["covered"] = np.where(known, np.where(inside, "yes", "NO"), "-")
+    ci = f"bootstrap ({args.bootstrap} resamples)" if args.bootstrap else "CLT"
+    print(f"Off-policy evaluation of {len(df):,} logged rows; {1 - args.alpha:.0%} CI: {ci}; "
+          f"reward model for DR: {args.reward_model} (2-fold cross-fitted)")  # fmt: skip
+    if truth:
+        print("truth: the world's expected reward of each policy's actions on these contexts")
+    with pd.option_context("display.width", 240, "display.float_format", "{:.5g}".format):
+        print(t.to_string(index=False))
+    weak = sorted(set(t.loc[~t["reliable"].astype(bool), "policy"]))
+    if weak:
+        print(
+            f"WARNING: fewer than {ope.MIN_EFFECTIVE_EVENTS:.0f} effective rewarded rows "
+            f"(ess_events) for {', '.join(weak)}: their intervals are NOT reliable (a few "
+            "heavily weighted rows decide them); log more exploration or compare "
+            "candidates closer to the logging policy"
+        )
+    return 0
+
+
+def _args_ope(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--log", required=True, help="Parquet/CSV in the OPE schema, or an export-log folder"
+    )
+    sp.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help="constant:<action> | uniform | column:<col> | probs:<prefix> (repeatable)",
+    )
+    sp.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        help="export folders: replay a candidate, NAME[,models=DIR][,policy=FILE]"
+        "[,arm=model|popular][,hour=H] (repeatable; see training/replay.py)",
+    )
+    sp.add_argument("--models", default=None, help="default bundle for candidates (models/)")
+    sp.add_argument(
+        "--since",
+        default=None,
+        help="export folders: only decisions at or after this time (ISO, with offset), e.g. "
+        "later than anything a candidate was trained on",
+    )
+    sp.add_argument(
+        "--log-policies", default="explore", help="export folders: arm policies used as the log"
+    )
+    sp.add_argument(
+        "--compare-to",
+        default=None,
+        help="a --policy spec or a candidate's name: paired DR difference of every other "
+        "policy against it",
+    )
+    sp.add_argument("--reward-model", choices=["mean", "lgbm"], default="mean")
+    sp.add_argument("--features", default=None, help="context columns (default: x_*)")
+    sp.add_argument("--reward", default="revenue", help="for export folders: revenue|converted")
+    sp.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples (0: CLT)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
+    sp.add_argument("--out", default=None, help="write the OPE-schema log here (Parquet)")
+    sp.add_argument(
+        "--world",
+        default=None,
+        help="synthetic world folder: add each policy's true value (simulated logs only)",
+    )
+    sp.add_argument(
+        "--attribution-days", type=float, default=2.0, help="as given to `simulate` (truth)"
+    )
+
+
+def cmd_hillstrom(args: argparse.Namespace) -> int:
+    from training import hillstrom, lift
+
+    df = hillstrom.load(Path(args.path))
+    check = hillstrom.lift_check(df)
+    print(lift.render_text(check.report, max_breakdown_rows=args.breakdown_rows))
+    d = check.direct
+    print("\nDirectly computed arm means (visit, conversion, spend):")
+    for seg in hillstrom.ARMS:
+        r = d.loc[seg]
+        print(f"  {seg:<14} visit {r['visit']:.2%}  conversion {r['conversion']:.2%}  "
+              f"spend {r['spend']:.3f}")  # fmt: skip
+    verdict = "REPRODUCED" if check.ok else "MISMATCH"
+    print(
+        f"lift report vs direct differences: max |error| = {check.max_abs_error:.2g} -> {verdict}"
+    )
+    if args.html:
+        Path(args.html).write_text(lift.render_html(check.report))
+        print(f"HTML report: {args.html}")
+    res = hillstrom.uplift_policy(
+        df, target=args.target, cost=args.cost, seed=args.seed, n_boot=args.bootstrap
+    )
+    print()
+    print(hillstrom.render_uplift(res))
+    return 0 if check.ok else 1
+
+
+def _args_hillstrom(sp: argparse.ArgumentParser) -> None:
+    from training.hillstrom import DEFAULT_PATH
+
+    sp.add_argument("--path", default=str(DEFAULT_PATH), help="hillstrom.csv")
+    sp.add_argument("--html", default=None, help="write the lift report as HTML")
+    sp.add_argument("--target", choices=["visit", "conversion", "spend"], default="visit")
+    sp.add_argument("--cost", type=float, default=0.0, help="cost per e-mail, in target units")
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--bootstrap", type=int, default=0)
+    sp.add_argument("--breakdown-rows", type=int, default=6)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from training import simulate
+    from training.settings import paths
+    from training.world import World
+
+    data = Path(args.data) if args.data else paths().data
+    world = World.load(data)
+    cust = simulate.sample_customers(world, min(args.customers, args.max_customers), args.seed)
+    from service.domain.config import load_policy
+
+    policy = load_policy(Path(args.policy) if args.policy else None)
+    res = simulate.simulate_http(
+        world,
+        cust,
+        args.url,
+        args.api_key,
+        args.concurrency,
+        args.seed,
+        data,
+        days=args.days,
+        feedback=not args.no_feedback,
+        attribution_days=args.attribution_days,
+        quiet=simulate.quiet_mask(policy),
+        arm=args.arm,
+    )
+    print(res.render())
+    if args.out:
+        res.per_customer.drop(columns=["send_at"]).to_parquet(args.out, index=False)
+    return 1 if res.errors > len(cust) // 10 else 0
+
+
+def _args_simulate(sp: argparse.ArgumentParser) -> None:
+    import os
+
+    sp.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
+    sp.add_argument("--api-key", default=os.environ.get("NEXTBEST_API_KEY"))
+    sp.add_argument("--customers", type=int, default=2000)
+    sp.add_argument("--max-customers", type=int, default=100_000, help="hard bound")
+    sp.add_argument("--concurrency", type=int, default=32)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--days", type=int, default=1, help="spread the decisions over N days")
+    sp.add_argument(
+        "--arm",
+        default=None,
+        help="allocate every customer to this arm (e.g. explore: an exploration campaign "
+        "for off-policy evaluation); default: the service allocates",
+    )
+    sp.add_argument(
+        "--no-feedback", action="store_true", help="do not draw outcomes / POST /feedback"
+    )
+    sp.add_argument(
+        "--attribution-days",
+        type=float,
+        default=2.0,
+        help="window for organic purchases reported as conversions (0: none)",
+    )
+    sp.add_argument("--data", default=None, help="world folder (default: NEXTBEST_DATA_DIR)")
+    sp.add_argument("--out", default=None, help="write per-customer scores (Parquet)")
+    sp.add_argument(
+        "--policy",
+        default=os.environ.get("NEXTBEST_POLICY_FILE"),
+        help="the service's policy.yaml (its quiet hours bind the oracle; default: the service's)",
+    )
+
+
+def cmd_log_to_training(args: argparse.Namespace) -> int:
+    from training.log_training import messages_from_log
+
+    rows = messages_from_log(Path(args.log), min_age_hours=args.min_age_hours)
+    rows.to_parquet(args.out, index=False)
+    print(f"{len(rows):,} training rows from {args.log} -> {args.out}")
+    return 0
+
+
+def _args_log_to_training(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--log", required=True, help="export-log folder")
+    sp.add_argument("--out", required=True, help="Parquet file (messages.parquet schema + weight)")
+    sp.add_argument("--min-age-hours", type=float, default=72.0)
+
+
+def register(stages: dict[str, Any]) -> None:
+    """Add the measurement commands to the CLI's ``STAGES`` (none runs in ``all``)."""
+    stages["export-log"] = ("export the decision log from Redis to Parquet", cmd_export_log,
+                            _args_export)  # fmt: skip
+    stages["report"] = ("lift report per experiment and arm vs holdout", cmd_report, _args_report)
+    stages["ope"] = ("off-policy evaluation (IPS, SNIPS, DR)", cmd_ope, _args_ope)
+    stages["hillstrom"] = ("validate measurement on the Hillstrom data", cmd_hillstrom,
+                           _args_hillstrom)  # fmt: skip
+    stages["simulate"] = ("score the running service against the world's truth", cmd_simulate,
+                          _args_simulate)  # fmt: skip
+    stages["log-to-training"] = ("exported log -> extra training rows", cmd_log_to_training,
+                                 _args_log_to_training)  # fmt: skip
