@@ -1,0 +1,1 @@
+"""Real time: behavioural events, real-time features, identity links, triggered sequences."""

@@ -1,0 +1,196 @@
+"""The real-time layer around the DecisionEngine: event ingestion and the /decide hook.
+
+* :meth:`Realtime.ingest` applies a batch of events (``POST /events``): idempotent by event
+  id, in timestamp order per unit, identity links on ``identify``, feature rows written to
+  Feast's layout, purchases into ``nb:{u}:purchased``, sequences started and ended.
+* :meth:`Realtime.prepare` runs at the start of every decision (the engine calls it): resolves
+  an anonymous id linked to a customer, reads the real-time row and cart, adds the cart's
+  offers to the request context (cart categories) and returns what the decision log records.
+
+**Identity and allocation.** Once an anonymous id is linked (``identify``), decisions for it
+are made *as the customer*: the customer's features, contacts and purchases (the anonymous
+cart, windows, purchases and contacts are merged into the customer's at identify), and the
+experiment arm follows the **customer id**. So one person has one arm on every device and
+channel after the link, and it never changes again; the price is a one-time switch for an
+anonymous visitor whose anonymous-id arm differed (decisions before the link are logged
+under the anonymous id, after it under the customer with ``alias`` = the anonymous id, so an
+analysis can drop pre-link exposures). Events for a linked anonymous id are applied to the
+customer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from service.domain.decision import Offer
+from service.realtime.schemas import EventIn, EventResult, EventsRequest, EventsResponse
+from service.realtime.sequences import Clock, Scheduler
+from service.realtime.state import RealtimeState, RealtimeStore
+from service.schemas import DecideRequest
+
+__all__ = ["Realtime", "RealtimeContext", "build_realtime"]
+
+log = logging.getLogger("nextbest.realtime")
+#: events further than this in the future (client clock skew) are rejected
+MAX_FUTURE_S = 300.0
+MAX_CART = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeContext:
+    """What the real-time layer contributes to one decision."""
+
+    boost_categories: frozenset[str] = frozenset()
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+class Realtime:
+    def __init__(
+        self,
+        store: RealtimeStore,
+        scheduler: Scheduler | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.clock = clock
+
+    # ------------------------------------------------------------- ingestion
+    async def ingest(self, req: EventsRequest) -> EventsResponse:
+        now = self.clock()
+        order = sorted(range(len(req.events)), key=lambda i: req.events[i].timestamp)
+        results: list[EventResult | None] = [None] * len(req.events)
+        for i in order:
+            ev = req.events[i]
+            results[i] = await self._one(ev, now)
+        done = [r for r in results if r is not None]
+        counts = {s: sum(1 for r in done if r.status == s) for s in ("applied", "late")}
+        return EventsResponse(
+            applied=counts["applied"],
+            late=counts["late"],
+            duplicate=sum(1 for r in done if r.status == "duplicate"),
+            rejected=sum(1 for r in done if r.status == "rejected"),
+            results=done,
+        )
+
+    async def _one(self, ev: EventIn, now: float) -> EventResult:
+        def rejected(detail: str) -> EventResult:
+            return EventResult(event_id=ev.event_id, status="rejected", detail=detail)
+
+        if ev.timestamp.tzinfo is None:
+            return rejected("timestamp must carry a UTC offset")
+        ts = ev.timestamp.timestamp()
+        if ts > now + MAX_FUTURE_S:
+            return rejected("timestamp is in the future")
+        if not ev.customer_id and not ev.anonymous_id:
+            return rejected("one of customer_id or anonymous_id is required")
+        if ev.type in ("cart_add", "cart_remove") and not ev.offer_id:
+            return rejected(f"{ev.type} needs offer_id")
+        if ev.type == "identify":
+            if not (ev.customer_id and ev.anonymous_id):
+                return rejected("identify needs customer_id and anonymous_id")
+            status = await self.store.identify(ev.anonymous_id, ev.customer_id, ev.event_id, ts)
+            if status != "duplicate" and self.scheduler is not None:
+                # an anonymous cart becomes the customer's: it can start a sequence now
+                rt = await self.store.read(ev.customer_id)
+                feats = rt.features or {}
+                if feats.get("cart_items_rt", 0.0) > 0:
+                    await self.scheduler.on_event(
+                        ev.customer_id, "cart_add", feats.get("last_cart_add_ts", ts)
+                    )
+            return EventResult(event_id=ev.event_id, status=status)  # type: ignore[arg-type]
+        known = ev.customer_id
+        if known is None and ev.anonymous_id is not None:
+            known = await self.store.resolve(ev.anonymous_id)
+        unit = known or ev.anonymous_id or ""
+        res = await self.store.apply(
+            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.quantity
+        )
+        # a late purchase still ends sequences that started before it; other late events
+        # (order-sensitive) do not start one
+        started = res.status == "applied" or (res.status == "late" and ev.type == "purchase")
+        if started and known and self.scheduler is not None:
+            await self.scheduler.on_event(known, ev.type, ts)
+        return EventResult(event_id=ev.event_id, status=res.status)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------- decisions
+    async def prepare(
+        self, req: DecideRequest, offers: Mapping[str, Offer], boost: bool = True
+    ) -> tuple[DecideRequest, RealtimeContext]:
+        """Resolve identity and read the real-time row; the request the engine should decide."""
+        alias = None
+        if req.customer_id:
+            rt = await self.store.read(req.customer_id)
+        else:
+            assert req.anonymous_id is not None
+            cid, rt = await self.store.read_resolved(req.anonymous_id)
+            if cid is not None:
+                alias = req.anonymous_id
+                req = msgspec.structs.replace(req, customer_id=cid, anonymous_id=None)
+        return self.apply(req, offers, rt, alias, boost)
+
+    def apply(
+        self,
+        req: DecideRequest,
+        offers: Mapping[str, Offer],
+        rt: RealtimeState,
+        alias: str | None = None,
+        boost: bool = True,
+    ) -> tuple[DecideRequest, RealtimeContext]:
+        """The decision's view of a real-time state already read (pure; no I/O).
+
+        The engine reads a known customer's real-time row in the same round trip as the
+        rest of the customer's state (``RealtimeStore.queue``/``parse``) and calls this.
+        """
+        feats = rt.features or {}
+        in_cart = [o for o in rt.cart if o in offers and o not in req.context.cart_items]
+        if in_cart:
+            items = [*req.context.cart_items, *in_cart][:MAX_CART]
+            req = msgspec.structs.replace(
+                req, context=msgspec.structs.replace(req.context, cart_items=items)
+            )
+        cats = frozenset(offers[o].category for o in rt.cart if o in offers)
+        now = req.now.timestamp() if req.now else self.clock()
+        entry: dict[str, Any] = {}
+        if alias:
+            entry["alias"] = alias
+        if rt.features is not None:
+            entry.update(
+                {
+                    "cart_items_rt": feats.get("cart_items_rt"),
+                    "cart_value_rt": round(feats.get("cart_value_rt", 0.0), 2),
+                    "purchases_1h": feats.get("purchases_1h"),
+                    "session_views_1h": feats.get("session_views_1h"),
+                    "messages_opened_24h": feats.get("messages_opened_24h"),
+                    "cart_categories": sorted(cats),
+                    "age_s": round(max(now - (rt.row_ts or now), 0.0), 3),
+                }
+            )
+            for name in ("last_cart_add_ts", "last_purchase_ts"):
+                v = feats.get(name, 0.0)
+                entry[name.replace("_ts", "_age_s")] = round(now - v, 3) if v > 0 else None
+        active = boost and feats.get("cart_items_rt", 0.0) > 0
+        return req, RealtimeContext(cats if active else frozenset(), entry)
+
+
+def build_realtime(client: Any, engine: Any, settings: Any, clock: Clock = time.time) -> Realtime:
+    """The real-time layer for an app: store, scheduler (deciding through ``engine``)."""
+    from service.realtime.sequences import load_sequences
+
+    store = RealtimeStore(client, project=settings.feast_project)
+    scheduler = Scheduler(
+        client,
+        load_sequences(settings.sequences_file),
+        store,
+        engine.decide,
+        engine.policy.experiments,
+        clock=clock,
+        log_maxlen=settings.log_maxlen,
+    )
+    return Realtime(store, scheduler, clock)

@@ -1,0 +1,77 @@
+"""Fixtures for the real-time tests: a real Redis (``redis_url``), unique ids, the app.
+
+Decision-dependent tests ask for ``bundle``: the session's ``model_bundle`` (tests/conftest.py);
+everything else runs without models.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from litestar.testing import AsyncTestClient
+
+from service.app import create_app
+from service.realtime.sequences import LEASES, TIMERS
+from service.settings import Settings
+
+API_KEY = "rt-test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def bundle(model_bundle: Path) -> Path:
+    return model_bundle
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique id prefix: tests share one Redis database."""
+    return f"RT{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def r(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def clean_timers(r: aioredis.Redis) -> None:
+    await r.delete(TIMERS, LEASES)
+
+
+def settings_for(redis_url: str, models_dir: Path, spool: Path, **kw: Any) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        models_dir=models_dir,
+        api_keys=API_KEY,
+        spool_dir=spool,
+        model_poll_s=0,
+        scheduler_poll_s=0,
+        redis_timeout_ms=500,
+        **kw,
+    )
+
+
+@pytest.fixture
+async def client_nomodels(redis_url: str, tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app without a model bundle (events, identity, logs: no model needed)."""
+    s = settings_for(redis_url, tmp_path / "no-models", tmp_path / "spool")
+    async with AsyncTestClient(app=create_app(s)) as c:
+        yield c
+
+
+def ts_iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"

@@ -1,0 +1,235 @@
+"""POST /events over HTTP (real Redis): auth, bounds, idempotency, ordering, identity."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from litestar.testing import AsyncTestClient
+
+from service.adapters.redis_store import purchased_key, shard_tag
+from service.realtime.schemas import MAX_EVENTS
+from service.realtime.state import RealtimeStore, aliases_key, link_key
+from tests.realtime.conftest import AUTH, ts_iso
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+
+def ev(eid: str, type_: str, ts: float, **kw: Any) -> dict[str, Any]:
+    return {"event_id": eid, "type": type_, "timestamp": ts_iso(ts), **kw}
+
+
+async def post(c: AsyncTestClient[Any], *events: dict[str, Any]) -> dict[str, Any]:
+    resp = await c.post("/events", json={"events": list(events)}, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    out: dict[str, Any] = resp.json()
+    return out
+
+
+async def features(r: aioredis.Redis, unit: str) -> dict[str, float]:
+    state = await RealtimeStore(r).read(unit)
+    assert state.features is not None
+    return state.features
+
+
+async def test_events_need_a_key_and_a_bounded_batch(
+    client_nomodels: AsyncTestClient[Any], uid: str
+) -> None:
+    one = ev(f"{uid}-1", "page_view", time.time(), customer_id=uid)
+    resp = await client_nomodels.post("/events", json={"events": [one]})
+    assert resp.status_code == 401
+    too_many = [
+        ev(f"{uid}-{i}", "page_view", time.time(), customer_id=uid) for i in range(MAX_EVENTS + 1)
+    ]
+    resp = await client_nomodels.post("/events", json={"events": too_many}, headers=AUTH)
+    assert resp.status_code == 400
+    resp = await client_nomodels.post(
+        "/events", json={"events": [{**one, "type": "teleport"}]}, headers=AUTH
+    )
+    assert resp.status_code == 400
+
+
+async def test_events_are_idempotent_by_event_id(
+    client_nomodels: AsyncTestClient[Any], r: aioredis.Redis, uid: str
+) -> None:
+    now = time.time()
+    add = ev(f"{uid}-a", "cart_add", now - 5, customer_id=uid, offer_id="OFF001", value=20.0)
+    first = await post(client_nomodels, add)
+    again = await post(client_nomodels, add, add)
+    assert first["applied"] == 1 and again["duplicate"] == 2 and again["applied"] == 0
+    f = await features(r, uid)
+    assert f["cart_items_rt"] == 1 and f["cart_value_rt"] == pytest.approx(20.0)
+
+
+async def test_out_of_order_events_do_not_change_the_cart(
+    client_nomodels: AsyncTestClient[Any], r: aioredis.Redis, uid: str
+) -> None:
+    t = time.time() - 600
+    out = await post(
+        client_nomodels,
+        ev(f"{uid}-2", "cart_add", t + 20, customer_id=uid, offer_id="OFF002", value=10.0),
+        ev(f"{uid}-1", "cart_add", t + 10, customer_id=uid, offer_id="OFF001", value=5.0),
+    )  # one batch: applied in timestamp order
+    assert out["applied"] == 2
+    late = await post(
+        client_nomodels,
+        ev(f"{uid}-0", "cart_remove", t, customer_id=uid, offer_id="OFF001"),
+        ev(f"{uid}-v", "page_view", t + 1, customer_id=uid),
+        ev(f"{uid}-p", "purchase", t + 2, customer_id=uid, offer_id="OFF009", value=9.0),
+    )
+    assert [x["status"] for x in late["results"]] == ["late", "late", "late"]
+    f = await features(r, uid)
+    assert f["cart_items_rt"] == 2  # the late remove and the late purchase left the cart alone
+    assert f["session_views_1h"] == 1 and f["purchases_1h"] == 1  # windows count late events
+    assert f["last_purchase_ts"] == int(t + 2)
+    assert await r.sismember(purchased_key(uid), "OFF009")  # type: ignore[misc]
+    done = await post(
+        client_nomodels, ev(f"{uid}-3", "purchase", t + 30, customer_id=uid, value=15.0)
+    )
+    assert done["applied"] == 1
+    assert (await features(r, uid))["cart_items_rt"] == 0
+
+
+async def test_invalid_events_are_rejected_one_by_one(
+    client_nomodels: AsyncTestClient[Any], uid: str
+) -> None:
+    now = time.time()
+    out = await post(
+        client_nomodels,
+        ev(f"{uid}-f", "page_view", now + 3600, customer_id=uid),
+        ev(f"{uid}-n", "page_view", now),
+        ev(f"{uid}-c", "cart_add", now, customer_id=uid),
+        ev(f"{uid}-i", "identify", now, customer_id=uid),
+        ev(f"{uid}-ok", "app_open", now, customer_id=uid),
+    )
+    assert [x["status"] for x in out["results"]] == [
+        "rejected", "rejected", "rejected", "rejected", "applied"
+    ]  # fmt: skip
+
+
+async def test_identify_links_both_ways_and_merges_the_cart(
+    client_nomodels: AsyncTestClient[Any], r: aioredis.Redis, uid: str
+) -> None:
+    anon, cust = f"{uid}-anon", f"{uid}-cust"
+    t = time.time() - 100
+    await post(
+        client_nomodels,
+        ev(f"{uid}-1", "cart_add", t, anonymous_id=anon, offer_id="OFF003", value=30.0),
+        ev(f"{uid}-2", "cart_add", t + 1, customer_id=cust, offer_id="OFF004", value=12.0),
+        ev(f"{uid}-3", "purchase", t + 2, anonymous_id=anon, offer_id="OFF005"),
+    )
+    assert (await post(client_nomodels, ev(f"{uid}-id", "identify", t + 3,
+                                          anonymous_id=anon, customer_id=cust)))["applied"] == 1  # fmt: skip
+    again = await post(
+        client_nomodels, ev(f"{uid}-id", "identify", t + 3, anonymous_id=anon, customer_id=cust)
+    )
+    assert again["duplicate"] == 1
+    assert await r.get(link_key(anon)) == cust.encode()
+    assert await r.smembers(aliases_key(cust)) == {anon.encode()}  # type: ignore[misc]
+    # the anonymous purchase emptied the anonymous cart; it is in the customer's purchases
+    f = await features(r, cust)
+    assert f["cart_items_rt"] == 1 and f["purchases_1h"] == 1
+    assert await r.sismember(purchased_key(cust), "OFF005")  # type: ignore[misc]
+    # a second device's open cart moves to the customer at identify
+    await post(
+        client_nomodels,
+        ev(f"{uid}-5", "cart_add", t + 3, anonymous_id=f"{anon}2", offer_id="OFF006", value=7.0),
+    )
+    await post(
+        client_nomodels,
+        ev(f"{uid}-id2", "identify", t + 3, anonymous_id=f"{anon}2", customer_id=cust),
+    )
+    f = await features(r, cust)
+    assert f["cart_items_rt"] == 2 and f["cart_value_rt"] == pytest.approx(19.0)
+    assert (await RealtimeStore(r).read(cust)).cart == {"OFF004": 1, "OFF006": 1}
+    # later events for the anonymous id land on the customer
+    await post(client_nomodels, ev(f"{uid}-4", "page_view", t + 4, anonymous_id=anon))
+    assert (await features(r, cust))["session_views_1h"] == 1
+
+
+async def test_decide_right_after_an_event_sees_it(
+    client_nomodels: AsyncTestClient[Any], r: aioredis.Redis, uid: str
+) -> None:
+    """Within one second: /events returns after the write, /decide reads it (logged)."""
+    now = time.time()
+    await post(
+        client_nomodels,
+        ev(f"{uid}-1", "cart_add", now, customer_id=uid, offer_id="OFF001", value=20.0),
+    )
+    t0 = time.monotonic()
+    resp = await client_nomodels.post(
+        "/decide",
+        json={"customer_id": uid, "context": {"placement": "home_banner"}},
+        headers=AUTH,
+    )
+    assert resp.status_code == 200 and time.monotonic() - t0 < 1.0
+    did = resp.json()["decision_id"]
+    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(did)}", count=50)
+    rec = next(json.loads(f[b"record"]) for _, f in rows if did.encode() in f[b"record"])
+    assert rec["realtime"]["cart_items_rt"] == 1
+    assert 0 <= rec["realtime"]["last_cart_add_age_s"] < 2
+    # an anonymous id linked to the customer decides as the customer (allocation too)
+    await post(
+        client_nomodels,
+        ev(f"{uid}-id", "identify", now, anonymous_id=f"{uid}-a", customer_id=uid),
+    )
+    by_anon = await client_nomodels.post(
+        "/decide",
+        json={"anonymous_id": f"{uid}-a", "context": {"placement": "home_banner"}},
+        headers=AUTH,
+    )
+    by_cust = await client_nomodels.post(
+        "/decide", json={"customer_id": uid, "context": {"placement": "home_banner"}},
+        headers=AUTH,
+    )  # fmt: skip
+    assert by_anon.json()["arm"] == by_cust.json()["arm"]
+    did = by_anon.json()["decision_id"]
+    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(did)}", count=50)
+    rec = next(json.loads(f[b"record"]) for _, f in rows if did.encode() in f[b"record"])
+    assert rec["unit"] == uid and rec["known"] and rec["realtime"]["alias"] == f"{uid}-a"
+
+
+@pytest.fixture
+async def client_models(redis_url: str, bundle: Any, tmp_path: Any, redis_store: Any) -> Any:
+    from service.app import create_app
+    from tests.realtime.conftest import settings_for
+
+    async with AsyncTestClient(app=create_app(settings_for(redis_url, bundle, tmp_path))) as c:
+        yield c
+
+
+async def test_cart_and_purchase_events_shape_the_next_decision(
+    client_models: AsyncTestClient[Any], r: aioredis.Redis, small_world: Any, uid: str
+) -> None:
+    import pandas as pd
+
+    prof = pd.read_parquet(small_world / "customer_profile.parquet")
+    cid = str(prof["customer_id"].iloc[11])
+    now = time.time()
+    await post(
+        client_models,
+        ev(f"{uid}-1", "cart_add", now, customer_id=cid, offer_id="OFF003", value=30.0),
+    )
+    body = {"customer_id": cid, "context": {"placement": "home_banner"}}
+    d = (await client_models.post("/decide", json=body, headers=AUTH)).json()
+    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(d['decision_id'])}", count=50)
+    rec = next(
+        json.loads(f[b"record"]) for _, f in rows if d["decision_id"].encode() in f[b"record"]
+    )
+    if "realtime" in rec:  # not for opted-out customers (their record holds only the call)
+        assert rec["realtime"]["cart_categories"]  # the cart's category is boosted
+    if d["action"]:
+        bought = d["action"]["offer_id"]
+        await post(
+            client_models,
+            ev(f"{uid}-2", "purchase", now + 0.5, customer_id=cid, offer_id=bought),
+        )
+        again = (await client_models.post("/decide", json=body, headers=AUTH)).json()
+        assert again["action"] is None or again["action"]["offer_id"] != bought
+        assert any(
+            s["offer_id"] == bought and s["detail"] == "already purchased"
+            for s in again["suppressed"]
+        )
