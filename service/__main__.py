@@ -7,10 +7,11 @@ import uvicorn
 from service.settings import Settings
 
 
-def main() -> None:
+def serve(factory: str = "service.app:create_app") -> None:
+    """Run the app factory ``factory`` under the production server settings."""
     s = Settings.from_env()
     uvicorn.run(
-        "service.app:create_app",
+        factory,
         factory=True,
         host=s.host,
         port=s.port,
@@ -21,6 +22,10 @@ def main() -> None:
         log_level=s.log_level.lower(),
         timeout_graceful_shutdown=10,
     )
+
+
+def main() -> None:
+    serve()
 
 
 if __name__ == "__main__":

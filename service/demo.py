@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def pick_customers(data_dir: Path) -> dict[str, str]:
     ]
     capped = treated[treated["consent_push"] & treated["consent_email"]]
     return {
+        "abandoned-cart customer": str(capped["customer_id"].iloc[-2]),
         "early riser who prefers push": str(early_push["customer_id"].iloc[0]),
         "opted-out customer": str(
             truth.loc[truth["opted_out"] & ~truth["anonymous"], "customer_id"].iloc[0]
@@ -86,8 +88,28 @@ def _summary(label: str, body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(base_url: str, data_dir: Path, headers: dict[str, str] | None = None) -> list[str]:
+def reset_demo_customers(redis_url: str, customers: list[str]) -> None:
+    """Forget the demo customers' contacts and purchases, so every run shows the same story
+    (the demo's decisions count against caps like any other). Nobody else is touched."""
+    import redis
+
+    from service.adapters.redis_store import contacts_key, purchased_key
+    from service.realtime.sequences import instance_key
+
+    r = redis.Redis.from_url(redis_url)
+    for cid in customers:
+        r.delete(contacts_key(cid), purchased_key(cid), instance_key("abandoned_cart", cid))
+
+
+def run_demo(
+    base_url: str,
+    data_dir: Path,
+    headers: dict[str, str] | None = None,
+    redis_url: str | None = None,
+) -> list[str]:
     people = pick_customers(data_dir)
+    if redis_url is not None:
+        reset_demo_customers(redis_url, list(people.values()))
     out: list[str] = []
     with httpx.Client(base_url=base_url, headers=headers or {}, timeout=10) as http:
 
@@ -129,11 +151,105 @@ def run_demo(base_url: str, data_dir: Path, headers: dict[str, str] | None = Non
     return out
 
 
+def _event(kind: str, cid: str, ts: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": f"demo-{kind}-{cid}-{time.time_ns()}",
+        "type": kind,
+        "customer_id": cid,
+        "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
+        **extra,
+    }
+
+
+def run_realtime_demo(
+    base_url: str, data_dir: Path, redis_url: str, headers: dict[str, str] | None = None
+) -> list[str]:
+    """Events in, features updated at once; an abandoned cart fires, is delivered, and ends.
+
+    Real time (the wall clock): the cart of the sequence customer is dated 61 minutes ago,
+    so the sequence's first step (wait 1 h) is due as soon as it starts.
+    """
+    import redis
+
+    from service.delivery import DeliveryWorker
+    from service.realtime.sequences import SEQ_LOG, instance_key
+
+    people = pick_customers(data_dir)
+    out: list[str] = ["\n== real time: events, features within a second, an abandoned cart"]
+    r = redis.Redis.from_url(redis_url)
+    with httpx.Client(base_url=base_url, headers=headers or {}, timeout=10) as http:
+        cid = people["early riser who prefers push"]
+        t0 = time.perf_counter()
+        ev = http.post("/events", json={"events": [
+            _event("cart_add", cid, time.time(), offer_id="OFF004", value=49.0)]})  # fmt: skip
+        ev.raise_for_status()
+        t1 = time.perf_counter()
+        d = http.post(
+            "/decide",
+            json={"customer_id": cid, "context": {"placement": "home_banner"}, "explain": True},
+        ).json()
+        t2 = time.perf_counter()
+        rt = (d.get("explain") or {}).get("realtime") or {}
+        a = d.get("action") or {}
+        out.append(
+            f"   {cid}: cart_add OFF004 acknowledged in {(t1 - t0) * 1000:.1f} ms; /decide "
+            f"{(t2 - t1) * 1000:.1f} ms later sees cart_items_rt={rt.get('cart_items_rt')}, "
+            f"cart categories {rt.get('cart_categories')}, last cart add "
+            f"{rt.get('last_cart_add_age_s')} s ago -> {a.get('offer_id')} on {a.get('channel')}"
+        )
+
+        sid = people["abandoned-cart customer"]
+        start: Any = r.xrevrange(SEQ_LOG, count=1)
+        last_id = start[0][0] if start else b"0-0"
+        http.post("/events", json={"events": [
+            _event("cart_add", sid, time.time() - 61 * 60, offer_id="OFF007", value=89.0)]}
+        ).raise_for_status()  # fmt: skip
+        out.append(f"   {sid}: cart_add OFF007 dated 61 min ago starts `abandoned_cart`")
+        step = None
+        deadline = time.monotonic() + 15
+        while step is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the scheduler polls every NEXTBEST_SCHEDULER_POLL_S (1 s)
+            rows: Any = r.xrange(SEQ_LOG, min=f"({last_id.decode()}", max="+")
+            for _, fields in rows:
+                rec = json.loads(fields[b"record"])
+                if rec["unit"] == sid:
+                    step = rec
+        if step is None:
+            out.append("   the scheduler did not run the step within 15 s (is it enabled?)")
+            return out
+        out.append(
+            f"   step {step['step']} ran by the in-service scheduler: {step['outcome']} "
+            f"(arm {step['arm']}, {step.get('channel') or '-'}, {step.get('offer_id') or '-'}"
+            + (f", suppressed {step['suppressed']}" if step.get("suppressed") else "")
+            + ")"
+        )
+        delivered: list[dict[str, Any]] = []
+        worker = DeliveryWorker(r, "demo", send=delivered.append)
+        worker.run_once(block_ms=None)
+        for act in delivered:
+            if act["unit"] == sid:
+                out.append(
+                    f"   delivery worker took action {act['action_id']} from nb:actions: "
+                    f"{act['offer_id']} by {act['channel']} at {act['send_at']}"
+                )
+        pending = r.exists(instance_key("abandoned_cart", sid))
+        out.append(f"   next step (in 24 h) scheduled: {bool(pending)}")
+        http.post("/events", json={"events": [
+            _event("purchase", sid, time.time(), offer_id="OFF007", value=89.0)]}
+        ).raise_for_status()  # fmt: skip
+        gone = not r.exists(instance_key("abandoned_cart", sid))
+        out.append(f"   purchase event -> sequence ended at once: {gone}")
+    return out
+
+
 def main() -> int:
+    from service.localkeys import ensure_local_keys
     from training.settings import paths
 
+    keys = ensure_local_keys()
     port = _free_port()
-    env = {**os.environ, "NEXTBEST_PORT": str(port), "NEXTBEST_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "NEXTBEST_PORT": str(port), "NEXTBEST_LOG_LEVEL": "WARNING", **keys.env()}
+    env.pop("NEXTBEST_DEV_MODE", None)  # the demo runs with authentication on
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -156,8 +272,16 @@ def main() -> int:
             f"\nService up on {base}; models: "
             + json.dumps({k: v["version"] for k, v in models.items()})
         )
-        for block in run_demo(base, paths().data):
+        auth = {"Authorization": f"Bearer {keys.api_key}"}
+        redis_url = os.environ.get("NEXTBEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+        for block in run_demo(base, paths().data, auth, redis_url):
             print(block)
+        for line in run_realtime_demo(base, paths().data, redis_url, auth):
+            print(line)
+        print(
+            f"\nYour local API key is in {keys.api_keys_file.parent}/api-key; "
+            "`make serve` starts the service with it."
+        )
         return 0
     finally:
         proc.terminate()

@@ -11,17 +11,19 @@ writes go to the local spool (replayed in order when Redis returns).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from service.adapters.breaker import Breaker
 from service.adapters.models import ModelSet
 from service.adapters.redis_store import CustomerState, RedisStore
 from service.adapters.spool import Spool
@@ -38,11 +40,21 @@ from service.schemas import (
     SuppressedOut,
 )
 
+if TYPE_CHECKING:
+    from service.realtime.service import Realtime
+
 __all__ = ["DecisionEngine", "RequestError", "UnknownDecision"]
 
 log = logging.getLogger("nextbest.engine")
 _json = msgspec.json.Encoder()
 _decode_summary = msgspec.json.Decoder(dict[str, Any])
+T = TypeVar("T")
+
+
+class FeatureReader(Protocol):
+    """Online features of one customer: (name -> length-1 array, newest timestamp)."""
+
+    async def read(self, customer_id: str) -> tuple[dict[str, Any] | None, float | None]: ...
 
 
 class RequestError(Exception):
@@ -57,6 +69,14 @@ class RequestError(Exception):
 
 class UnknownDecision(Exception):
     pass
+
+
+#: outcomes that change later decisions (see DecisionEngine.apply_feedback_effects)
+EFFECT_EVENTS = ("converted", "delivered")
+
+
+class RedisSkipped(Exception):
+    """The breaker is open: Redis was not tried (it failed moments ago)."""
 
 
 def new_decision_id(now: float) -> str:
@@ -84,6 +104,9 @@ class DecisionEngine:
         spool: Spool,
         metrics: Metrics,
         redis_timeout_s: float,
+        breaker: Breaker | None = None,
+        features: FeatureReader | None = None,
+        feature_timeout_s: float = 0.1,
     ) -> None:
         self.models = models
         self.policy = policy
@@ -91,6 +114,14 @@ class DecisionEngine:
         self.spool = spool
         self.metrics = metrics
         self.timeout = redis_timeout_s
+        #: open while Redis is known to be down: calls skip it and take the fallback at once
+        self.breaker = breaker or Breaker()
+        #: None: features ride in the Redis state read (Feast's layout); else read through
+        #: this (the Feast SDK, any online store), concurrently, within feature_timeout_s
+        self.features = features
+        self.feature_timeout = feature_timeout_s
+        #: the real-time layer (service/realtime): identity, real-time features; optional
+        self.realtime: Realtime | None = None
 
     # ---------------------------------------------------------------- decide
     def _validate(self, req: DecideRequest, models: ModelSet | None) -> None:
@@ -119,22 +150,89 @@ class DecisionEngine:
             if unknown:
                 raise RequestError("candidates", f"unknown offer ids: {unknown[:5]}")
 
+    async def _redis(self, call: Awaitable[T]) -> T:
+        """Run one Redis call within the budget; feed the breaker. Raises when skipped/failed."""
+        if not self.breaker.allow():
+            if asyncio.iscoroutine(call):
+                call.close()  # never awaited: skip it without a "never awaited" warning
+            raise RedisSkipped
+        try:
+            result = await asyncio.wait_for(call, self.timeout)
+        except Exception:  # timeout, connection refused, reset, ...
+            self.breaker.failure()
+            raise
+        self.breaker.success()
+        return result
+
     async def _read_state(
-        self, unit: str, known: bool, now: float, degraded: list[str]
+        self, unit: str, known: bool, now: float, degraded: list[str], extra: Any = None
+    ) -> CustomerState | None:
+        if self.features is not None and known:
+            return await self._read_state_sdk(unit, now, degraded, extra)
+        try:
+            return await self._redis(
+                self.store.read_customer(unit, now, with_features=known, extra=extra)
+            )
+        except Exception as exc:  # skipped (breaker open), timeout, connection refused, ...
+            if extra is not None:
+                degraded.append("realtime_unavailable")
+            degraded.append("redis_unavailable")
+            if not isinstance(exc, RedisSkipped):
+                log.warning("state read failed: %s", type(exc).__name__)
+            return None
+
+    async def _read_state_sdk(
+        self, unit: str, now: float, degraded: list[str], extra: Any
+    ) -> CustomerState | None:
+        """Redis state (contacts, purchases, real-time row) and SDK features, concurrently."""
+        assert self.features is not None
+        sdk = asyncio.wait_for(self.features.read(unit), self.feature_timeout)
+        redis_state = self._redis_state(unit, now, degraded, extra)
+        got_state, feats = await asyncio.gather(redis_state, sdk, return_exceptions=True)
+        if not isinstance(got_state, CustomerState):  # Redis failed: the usual fallback
+            return None
+        if isinstance(feats, BaseException):
+            degraded.append("features_unavailable")
+            log.warning("feature read failed: %s", type(feats).__name__)
+            return got_state
+        values, ts = feats
+        return dataclasses.replace(got_state, features=values, feature_ts=ts)
+
+    async def _redis_state(
+        self, unit: str, now: float, degraded: list[str], extra: Any
     ) -> CustomerState | None:
         try:
-            return await asyncio.wait_for(
-                self.store.read_customer(unit, now, with_features=known), self.timeout
+            return await self._redis(
+                self.store.read_customer(unit, now, with_features=False, extra=extra)
             )
-        except Exception as exc:  # timeout, connection refused, ...
+        except Exception as exc:
+            if extra is not None:
+                degraded.append("realtime_unavailable")
             degraded.append("redis_unavailable")
-            log.warning("state read failed: %s", type(exc).__name__)
+            if not isinstance(exc, RedisSkipped):
+                log.warning("state read failed: %s", type(exc).__name__)
             return None
 
     async def decide(self, req: DecideRequest) -> DecideResponse:
         t0 = time.perf_counter()
         models = self.models  # one model set for the whole request, even if a swap happens
         self._validate(req, models)
+        degraded: list[str] = []
+        boost: frozenset[str] = frozenset()
+        rt_log: dict[str, Any] | None = None
+        # A known customer's real-time row rides in the state read below (one round trip);
+        # an anonymous id is resolved first (it may be linked to a customer).
+        rt_joint = self.realtime is not None and bool(req.customer_id)
+        if self.realtime is not None and not rt_joint:
+            try:
+                req, rt = await self._redis(
+                    self.realtime.prepare(req, models.offers if models else {})
+                )
+                boost, rt_log = rt.boost_categories, rt.log
+            except Exception as exc:
+                degraded.append("realtime_unavailable")
+                if not isinstance(exc, RedisSkipped):
+                    log.warning("real-time read failed: %s", type(exc).__name__)
         now_dt = req.now or datetime.now(UTC)
         now = now_dt.timestamp()
         known = bool(req.customer_id)
@@ -147,8 +245,15 @@ class DecisionEngine:
         except AllocationError as exc:
             raise RequestError(exc.field, str(exc)) from exc
         decision_id = new_decision_id(now)
-        degraded: list[str] = []
-        state = await self._read_state(unit, known, now, degraded)
+        rt_store = self.realtime.store if self.realtime is not None and rt_joint else None
+        state = await self._read_state(unit, known, now, degraded, rt_store)
+        if self.realtime is not None and state is not None and rt_joint:
+            try:
+                req, rt = self.realtime.apply(req, models.offers if models else {}, state.extra)
+                boost, rt_log = rt.boost_categories, rt.log
+            except Exception as exc:
+                degraded.append("realtime_unavailable")
+                log.warning("real-time state failed: %s", type(exc).__name__)
         t_read = time.perf_counter()
         if models is None:
             degraded.append("models_unavailable")
@@ -170,6 +275,7 @@ class DecisionEngine:
             cart_categories=cart,
             tz_name=req.context.timezone,
             uniform=_uniform(decision_id),
+            boost_categories=boost,
         )
         if models is not None:
             decision = decide(
@@ -179,9 +285,11 @@ class DecisionEngine:
             decision = Decision(action=None, cold_start=True)
         decision.degraded[:0] = degraded
         t_score = time.perf_counter()
-        await self._commit(decision_id, unit, known, now, req, allocation.arm, decision, models)
+        await self._commit(
+            decision_id, unit, known, now, req, allocation.arm, decision, models, rt_log
+        )
         t_commit = time.perf_counter()
-        resp = self._response(decision_id, req, decision, allocation, state, models)
+        resp = self._response(decision_id, req, decision, allocation, state, models, rt_log)
         self.metrics.observe_decision(
             resp.arm,
             decision.action.channel if decision.action else "none",
@@ -201,18 +309,21 @@ class DecisionEngine:
         arm: str,
         d: Decision,
         models: ModelSet | None,
+        rt_log: dict[str, Any] | None = None,
     ) -> None:
         """Reserve the contact (atomic cap check) and append the decision record."""
         a = d.action
         policy = self.policy.contact_policy
         if a is not None and a.channel in policy.capped_channels and policy.count_on == "decision":
             try:
-                blocked = await asyncio.wait_for(
-                    self.store.reserve_contact(unit, a.channel, now, decision_id), self.timeout
+                blocked = await self._redis(
+                    self.store.reserve_contact(unit, a.channel, now, decision_id)
                 )
             except Exception:
                 blocked = -1
-            if blocked != 0:
+            if blocked < 0 and policy.caps_unavailable == "allow":
+                d.degraded.append("contact_not_counted")  # configured to send unchecked
+            elif blocked != 0:
                 # a concurrent decision took the last slot (or caps cannot be checked)
                 detail = "cap reached concurrently" if blocked > 0 else "caps could not be checked"
                 from service.domain.decision import Suppression
@@ -223,7 +334,7 @@ class DecisionEngine:
                 if blocked < 0:
                     d.degraded.append("contact_reservation_failed")
                 d.action = None
-        record = self._record(decision_id, unit, known, now, req, arm, d, models)
+        record = self._record(decision_id, unit, known, now, req, arm, d, models, rt_log)
         summary = None
         if not d.opted_out:
             summary = _json.encode(
@@ -237,11 +348,10 @@ class DecisionEngine:
                 }
             )
         try:
-            await asyncio.wait_for(
-                self.store.append_decision(decision_id, record, summary), self.timeout
-            )
+            await self._redis(self.store.append_decision(decision_id, record, summary))
         except Exception:
-            self.spool.append("decision", decision_id, record, summary)
+            # durable before we answer: fsync'ed locally, replayed in order when Redis returns
+            await asyncio.to_thread(self.spool.append, "decision", decision_id, record, summary)
             d.degraded.append("log_spooled")
 
     def _choice(self, c: Choice) -> dict[str, Any]:
@@ -267,6 +377,7 @@ class DecisionEngine:
         arm: str,
         d: Decision,
         models: ModelSet | None,
+        rt_log: dict[str, Any] | None = None,
     ) -> bytes:
         if d.opted_out:  # the fact of the call, nothing about the person
             return _json.encode(
@@ -296,6 +407,7 @@ class DecisionEngine:
                 "degraded": d.degraded,
                 "model_versions": models.versions if models else {},
                 "policy_version": self.policy.version,
+                **({"realtime": rt_log} if rt_log is not None else {}),
             }
         )
 
@@ -307,6 +419,7 @@ class DecisionEngine:
         allocation: Any,
         state: CustomerState | None,
         models: ModelSet | None,
+        rt_log: dict[str, Any] | None = None,
     ) -> DecideResponse:
         feats = state.features if state else None
         tz = float(feats["tz_offset"][0]) if feats is not None and "tz_offset" in feats else None
@@ -339,6 +452,8 @@ class DecisionEngine:
                 "would_have": out(d.would_have) if d.would_have else None,
                 "bucket": allocation.bucket,
                 "caller_allocated": allocation.caller_allocated,
+                # what the real-time layer saw (cart, recent events, identity link)
+                "realtime": rt_log,
             }
         return DecideResponse(
             decision_id=decision_id,
@@ -370,40 +485,61 @@ class DecisionEngine:
             {"decision_id": req.decision_id, "event": req.event, "value": req.value, "ts": ts}
         )
         try:
-            status = await asyncio.wait_for(
-                self.store.append_feedback(req.decision_id, req.event, payload), self.timeout
+            status = await self._redis(
+                self.store.append_feedback(req.decision_id, req.event, payload)
             )
         except Exception as exc:
-            # Durable locally; replayed (idempotently) when Redis returns.
-            self.spool.append("feedback", req.decision_id, payload, req.event.encode())
-            log.warning("feedback spooled: %s", type(exc).__name__)
+            # Durable locally (fsync'ed) before we answer; replayed idempotently, in order,
+            # when Redis returns. The decision id is checked then (unknown ids are dropped
+            # and counted as nextbest_feedback_total{status="dropped_unknown"}).
+            await asyncio.to_thread(
+                self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
+            )
+            if not isinstance(exc, RedisSkipped):
+                log.warning("feedback spooled: %s", type(exc).__name__)
             self.metrics.feedback.labels(event=req.event, status="spooled").inc()
-            return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="accepted")
+            return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="spooled")
         if status == 0:
             if req.decision_id in self.spool.spooled_decisions:
                 # its decision is still in the local spool: queue the feedback behind it
-                self.spool.append("feedback", req.decision_id, payload, req.event.encode())
+                await asyncio.to_thread(
+                    self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
+                )
                 return FeedbackResponse(
-                    decision_id=req.decision_id, event=req.event, status="accepted"
+                    decision_id=req.decision_id, event=req.event, status="spooled"
                 )
             raise UnknownDecision(req.decision_id)
         result = "accepted" if status == 1 else "duplicate"
         self.metrics.feedback.labels(event=req.event, status=result).inc()
-        if status == 1 and req.event in ("converted", "delivered"):
-            await self._after_feedback(req)
+        if status == 1 and req.event in EFFECT_EVENTS:
+            try:
+                await self._redis(self.apply_feedback_effects(req.decision_id, req.event, ts))
+            except Exception:
+                # the outcome is in the log; what it implies (a purchase, a counted contact)
+                # is made durable here and applied when Redis is back
+                await asyncio.to_thread(
+                    self.spool.append, "effects", req.decision_id, payload, req.event.encode()
+                )
         return FeedbackResponse(decision_id=req.decision_id, event=req.event, status=result)  # type: ignore[arg-type]
 
-    async def _after_feedback(self, req: FeedbackRequest) -> None:
-        raw = await self.store.get_decision(req.decision_id)
+    async def apply_feedback_effects(self, decision_id: str, event: str, at: float) -> bool:
+        """What an accepted outcome implies for later decisions; idempotent.
+
+        ``converted``: the offer joins the customer's purchases (eligibility excludes it);
+        ``delivered`` with ``count_on: delivered``: the contact counts against the caps.
+        Returns False when the decision's summary is unknown (expired or never logged).
+        """
+        raw = await self.store.get_decision(decision_id)
         if raw is None:
-            return
+            return False
         s = _decode_summary.decode(raw)
-        if req.event == "converted" and s.get("offer") and s.get("known"):
+        if event == "converted" and s.get("offer") and s.get("known"):
             await self.store.add_purchase(s["unit"], s["offer"])
         policy = self.policy.contact_policy
         if (
-            req.event == "delivered"
+            event == "delivered"
             and policy.count_on == "delivered"
             and s.get("channel") in policy.capped_channels
         ):
-            await self.store.reserve_contact(s["unit"], s["channel"], time.time(), req.decision_id)
+            await self.store.reserve_contact(s["unit"], s["channel"], at, decision_id)
+        return True

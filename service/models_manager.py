@@ -14,7 +14,8 @@ import logging
 import time
 from typing import Any
 
-from service.adapters.models import ModelSet, bundle_fingerprint
+from service.adapters.models import REGISTERED_NAMES, ModelSet, bundle_fingerprint
+from service.background import sleep_or_stop
 from service.engine import DecisionEngine
 from service.settings import Settings
 
@@ -47,7 +48,7 @@ class ModelManager:
 
             client = MlflowClient()
             parts = []
-            for name in ("nextbest-propensity", "nextbest-send-time", "nextbest-channel"):
+            for name in REGISTERED_NAMES.values():
                 mv = client.get_model_version_by_alias(name, self.settings.model_alias)
                 parts.append(f"{name}={mv.version}")
             return ",".join(parts)
@@ -75,12 +76,11 @@ class ModelManager:
             log.info("models swapped (%s): %s", reason, new.versions)
             return {"swapped": True, "error": None, "serving": new.versions}
 
-    async def poll(self) -> None:
+    async def poll(self, stop: asyncio.Event | None = None) -> None:
         every = self.settings.model_poll_s
         if every <= 0:
             return
-        while True:
-            await asyncio.sleep(every)
+        while not await sleep_or_stop(stop, every):
             self.last_check = time.time()
             try:
                 fp = await asyncio.to_thread(self.fingerprint)

@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+import traceback
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -81,8 +83,12 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info).splitlines()[-1]
+        if record.exc_info and record.exc_info[0] is not None:
+            # type and where, never the message: messages can carry request data (an id)
+            etype, _, tb = record.exc_info
+            frames = traceback.extract_tb(tb)
+            where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+            out["exc"] = f"{etype.__name__}{where}"
         return json.dumps(out)
 
 

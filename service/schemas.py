@@ -121,7 +121,10 @@ class BatchResponse(_Out):
 class FeedbackResponse(_Out):
     decision_id: str
     event: str
-    status: Literal["accepted", "duplicate"]
+    #: accepted: in the log; duplicate: this (decision, event) was already there; spooled:
+    #: Redis is unreachable, the outcome is durable on local disk and is appended (once)
+    #: when Redis returns, the decision id being checked then
+    status: Literal["accepted", "duplicate", "spooled"]
 
 
 class ErrorBody(_Out):

@@ -9,6 +9,8 @@
 | NEXTBEST_REDIS_CLUSTER | 0 | `1`: NEXTBEST_REDIS_URL names a node of a Redis Cluster |
 | NEXTBEST_REDIS_TIMEOUT_MS | 25 | budget of each Redis call before the fallback decision |
 | NEXTBEST_FEATURE_SOURCE | redis | `redis` (direct Feast layout read) or `feast` (Feast SDK, any online store) |
+| NEXTBEST_FEATURE_TIMEOUT_MS | 100 | budget of the Feast SDK read when NEXTBEST_FEATURE_SOURCE=feast |
+| NEXTBEST_ONLINE_STORE | sqlite | with NEXTBEST_FEATURE_SOURCE=feast: which online store the SDK reads (`sqlite` or `redis`; the repository's feature_store*.yaml) |
 | NEXTBEST_FEAST_PROJECT | nextbest | Feast project name (part of the Redis key) |
 | NEXTBEST_MODELS_DIR | ./models | model bundle, used when MLFLOW_TRACKING_URI is unset |
 | MLFLOW_TRACKING_URI | unset | when set, models load from `models:/<name>@$NEXTBEST_MODEL_ALIAS` |
@@ -26,12 +28,15 @@
 | NEXTBEST_RATE_LIMIT_BURST | 2 x rate | per-key burst |
 | NEXTBEST_CORS_ORIGINS | unset | comma-separated allowed origins; CORS is off when unset |
 | NEXTBEST_MODEL_POLL_S | 30 | how often to check the alias / bundle for a new model set (0 = never) |
+| NEXTBEST_SEQUENCES_FILE | service/config/sequences.yaml | triggered sequences (abandoned cart, ...) |
+| NEXTBEST_SCHEDULER_POLL_S | 1 | how often the in-process scheduler looks for due sequence steps (0 = off) |
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -44,6 +49,12 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _feature_source(value: str) -> Literal["redis", "feast"]:
+    if value not in ("redis", "feast"):
+        raise ValueError(f"NEXTBEST_FEATURE_SOURCE must be 'redis' or 'feast', not {value!r}")
+    return "redis" if value == "redis" else "feast"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -51,7 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False
     redis_timeout_ms: float = 25.0
-    feature_source: str = "redis"
+    feature_source: Literal["redis", "feast"] = "redis"
+    feature_timeout_ms: float = 100.0
     feast_project: str = "nextbest"
     models_dir: Path = ROOT / "models"
     mlflow_tracking_uri: str | None = None
@@ -70,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_burst: float | None = None
     cors_origins: str = ""
     model_poll_s: float = 30.0
+    sequences_file: Path = ROOT / "service" / "config" / "sequences.yaml"
+    scheduler_poll_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,7 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redis_url=_env("NEXTBEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_cluster=_env("NEXTBEST_REDIS_CLUSTER", "0").lower() in ("1", "true", "yes"),
             redis_timeout_ms=float(_env("NEXTBEST_REDIS_TIMEOUT_MS", "25")),
-            feature_source=_env("NEXTBEST_FEATURE_SOURCE", "redis"),
+            feature_source=_feature_source(_env("NEXTBEST_FEATURE_SOURCE", "redis")),
+            feature_timeout_ms=float(_env("NEXTBEST_FEATURE_TIMEOUT_MS", "100")),
             feast_project=_env("NEXTBEST_FEAST_PROJECT", "nextbest"),
             models_dir=Path(_env("NEXTBEST_MODELS_DIR", str(ROOT / "models"))),
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
@@ -105,4 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             cors_origins=_env("NEXTBEST_CORS_ORIGINS", ""),
             model_poll_s=float(_env("NEXTBEST_MODEL_POLL_S", "30")),
+            sequences_file=Path(
+                _env("NEXTBEST_SEQUENCES_FILE", str(ROOT / "service" / "config" / "sequences.yaml"))
+            ),
+            scheduler_poll_s=float(_env("NEXTBEST_SCHEDULER_POLL_S", "1")),
         )

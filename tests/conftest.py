@@ -14,6 +14,22 @@ from pathlib import Path
 import pytest
 
 TEST_DB = 9
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With NEXTBEST_NO_SKIPS=1 (CI sets it) a skipped test fails the run: in CI every
+    test has what it needs (Redis, PostgreSQL, redis-server), so a skip means a test that
+    silently did not run."""
+    if os.environ.get("NEXTBEST_NO_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        for rep in skipped:
+            print(f"\nNEXTBEST_NO_SKIPS: {rep.nodeid} was skipped: {rep.longrepr}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 SMALL_WORLD_CUSTOMERS = 3000
 
 
@@ -90,3 +106,30 @@ def redis_store(small_world: Path, redis_url: str):  # type: ignore[no-untyped-d
 
     apply("redis", redis_url)
     return materialize("redis", redis_url, end=World.load(small_world).config.end_ts)
+
+
+@pytest.fixture(scope="session")
+def trained(sqlite_store):  # type: ignore[no-untyped-def]
+    """The real ``train`` stage, run once per session on the small world (a TrainResult)."""
+    from training.train import train
+
+    return train(progress=False)
+
+
+@pytest.fixture(scope="session")
+def model_bundle(trained, var_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+    """A real model bundle exported from the session's trained models.
+
+    The fixture names this run's versions champion directly (the promotion gates are tested
+    on their own in tests/training/test_gates.py; a 3,000-customer world is too small to pass
+    them reliably).
+    """
+    from training.bundle import export_bundle
+    from training.registry import CHAMPION, REGISTERED_NAMES, client
+
+    c = client()
+    for kind, name in REGISTERED_NAMES.items():
+        c.set_registered_model_alias(name, CHAMPION, trained.versions[kind])
+    out = var_dir / "bundle"
+    export_bundle(out)
+    return out

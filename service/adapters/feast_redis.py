@@ -121,13 +121,18 @@ class FeastRedisLayout:
         return entity_key(self.join_key, customer_id, self.project)
 
     def decode(self, reply: Sequence[bytes | None]) -> tuple[dict[str, F64] | None, float | None]:
-        """(features as length-1 arrays, oldest feature-view timestamp) or (None, None)."""
+        """(features as length-1 arrays, newest feature-view timestamp) or (None, None).
+
+        The newest timestamp says how fresh the customer's features are: the profile view's
+        row is written once (its timestamp is the sign-up), the behaviour and engagement
+        snapshots are rewritten at every materialization.
+        """
         n = len(self.fields)
         stamps = [decode_timestamp(b) for b in reply[n:]]
         if all(s is None for s in stamps):
             return None, None
-        values = {
-            name: np.array([decode_value(b)]) for name, b in zip(self.names, reply[:n], strict=True)
-        }
-        oldest = min(s for s in stamps if s is not None)
-        return values, oldest
+        # one array, one length-1 view per feature (a view is cheaper than an array each)
+        row = np.array([decode_value(b) for b in reply[:n]], dtype=np.float64)
+        values = {name: row[i : i + 1] for i, name in enumerate(self.names)}
+        newest = max(s for s in stamps if s is not None)
+        return values, newest

@@ -26,6 +26,12 @@ __all__ = ["ModelError", "ModelSet", "load_bundle", "load_mlflow_champions"]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 KINDS = ("propensity", "send_time", "channel")
+#: the registry's model names (training/registry.py registers them under these)
+REGISTERED_NAMES = {
+    "propensity": "nextbest-propensity",
+    "send_time": "nextbest-send-time",
+    "channel": "nextbest-channel",
+}
 EXPECTED_FEATURES = {
     "propensity": list(PROPENSITY_FEATURES),
     "send_time": list(SEND_TIME_FEATURES),
@@ -127,9 +133,12 @@ def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> Mo
             raise ModelError(
                 f"{source}: {kind} feature order differs from service/features/vectors.py"
             )
+        missing = [k for k in ("sha256", "input_example", "expected_output") if not meta.get(k)]
+        if missing:  # nothing to validate against: refuse rather than serve unchecked
+            raise ModelError(f"{source}: {kind} manifest lacks {', '.join(missing)}")
         blob = blobs[kind]
-        sha = meta.get("sha256")
-        if sha and hashlib.sha256(blob).hexdigest() != sha:
+        sha = meta["sha256"]
+        if hashlib.sha256(blob).hexdigest() != sha:
             raise ModelError(f"{source}: {kind} file does not match its sha256")
         try:
             sess = _session(blob)
@@ -141,13 +150,10 @@ def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> Mo
         model = _Model(
             meta["registered_name"], str(meta["version"]), sess, inputs[0].name, out_name
         )
-        example = meta.get("input_example")
-        expected = meta.get("expected_output")
-        if example is not None and expected is not None:
-            got = model.score(np.asarray(example, dtype=np.float32))
-            diff = float(np.max(np.abs(got - np.asarray(expected, dtype=np.float64))))
-            if not diff <= PARITY_TOLERANCE:
-                raise ModelError(f"{source}: {kind} parity check failed (max diff {diff:.2e})")
+        got = model.score(np.asarray(meta["input_example"], dtype=np.float32))
+        diff = float(np.max(np.abs(got - np.asarray(meta["expected_output"], dtype=np.float64))))
+        if not diff <= PARITY_TOLERANCE:
+            raise ModelError(f"{source}: {kind} parity check failed (max diff {diff:.2e})")
         models[kind] = model
     offers = {
         o["offer_id"]: Offer(
@@ -194,42 +200,54 @@ def bundle_fingerprint(path: Path) -> str:
     return hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else ""
 
 
-def load_mlflow_champions(bundle_dir: Path, alias: str = "champion") -> ModelSet:
-    """Models from the MLflow registry by alias; catalogue and priors from the run's manifest.
+def load_mlflow_champions(alias: str = "champion") -> ModelSet:
+    """Models from the MLflow registry by alias (``models:/<name>@<alias>``).
 
-    Each registered model version's run carries ``manifest.json`` (the training pipeline
-    logs it); the ONNX file is the logged model.
+    Each model version comes with the ``bundle/manifest.json`` its training run logged: its
+    own entry there (feature order, stored input example and expected output) validates it,
+    whichever run each champion came from. Catalogue and priors come from the propensity
+    champion's run. The checksum is taken from the downloaded file (the registry's artifact
+    store is the source of truth); the parity check on the stored example is what proves
+    the model is the one that was evaluated.
     """
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    names = {
-        "propensity": "nextbest-propensity",
-        "send_time": "nextbest-send-time",
-        "channel": "nextbest-channel",
-    }
     blobs: dict[str, bytes] = {}
-    manifest: dict[str, Any] | None = None
-    versions: dict[str, str] = {}
-    for kind, name in names.items():
-        mv = client.get_model_version_by_alias(name, alias)
-        versions[kind] = str(mv.version)
+    entries: dict[str, dict[str, Any]] = {}
+    base: dict[str, Any] | None = None
+    for kind, name in REGISTERED_NAMES.items():
+        try:
+            mv = client.get_model_version_by_alias(name, alias)
+        except Exception as exc:
+            raise ModelError(f"mlflow: {name} has no '{alias}' version ({exc})") from exc
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}"))
         onnx_files = sorted(local.rglob("*.onnx"))
         if not onnx_files:
             raise ModelError(f"mlflow {name}@{alias}: no .onnx file in the logged model")
-        blobs[kind] = onnx_files[0].read_bytes()
-        if manifest is None and mv.run_id:
-            try:
-                mf = Path(client.download_artifacts(mv.run_id, "bundle/manifest.json"))
-                manifest = json.loads(mf.read_text())
-            except Exception:
-                manifest = None
-    if manifest is None:
-        manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    for kind in KINDS:
-        manifest["models"][kind]["version"] = versions[kind]
-        manifest["models"][kind]["alias"] = alias
-        manifest["models"][kind].pop("sha256", None)
+        blob = onnx_files[0].read_bytes()
+        if not mv.run_id:
+            raise ModelError(f"mlflow {name} v{mv.version}: no training run recorded")
+        try:
+            run_manifest = json.loads(
+                Path(client.download_artifacts(mv.run_id, "bundle/manifest.json")).read_text()
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"mlflow {name} v{mv.version}: its run has no bundle/manifest.json"
+            ) from exc
+        entry = dict(run_manifest["models"][kind])
+        entry.update(
+            version=str(mv.version),
+            alias=alias,
+            sha256=hashlib.sha256(blob).hexdigest(),
+            run_id=mv.run_id,
+        )
+        entries[kind] = entry
+        blobs[kind] = blob
+        if kind == "propensity":
+            base = run_manifest
+    assert base is not None
+    manifest = {**base, "models": entries}
     return _build(manifest, blobs, f"mlflow:{alias}")

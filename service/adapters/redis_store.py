@@ -16,15 +16,16 @@ feedback markers and the streams it is appended to share one hash tag, so the id
 feedback script touches one slot even on a Redis Cluster. Readers merge the 16 shards
 (:func:`decision_streams`, :func:`feedback_streams`) in time order.
 
-Reads for a decision are one pipelined round trip (features + contacts + purchases); writes
-after it are a second (atomic cap reservation + log append).
+Reads for a decision are one pipelined round trip (features + contacts + purchases, plus the
+real-time row and cart queued by an :class:`ExtraRead`); writes after it are a second
+(atomic cap reservation + log append).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +34,15 @@ import redis.asyncio as aioredis
 from service.adapters.feast_redis import FeastRedisLayout
 from service.domain.config import ContactPolicy
 
-__all__ = ["CustomerState", "RedisStore", "decision_streams", "feedback_streams", "read_log"]
+__all__ = [
+    "CustomerState",
+    "ExtraRead",
+    "RedisStore",
+    "decision_streams",
+    "feedback_streams",
+    "read_log",
+    "sync_client",
+]
 
 F64 = npt.NDArray[np.float64]
 LOG_SHARDS = 16
@@ -112,6 +121,18 @@ class CustomerState:
     feature_ts: float | None
     contacts: list[tuple[float, str]]
     purchased: frozenset[str]
+    #: what an :class:`ExtraRead` parsed from its replies (same round trip), else None
+    extra: Any = None
+
+
+class ExtraRead(Protocol):
+    """More reads of the same unit that ride in the decision's one pipelined round trip."""
+
+    def queue(self, pipe: Any, unit: str) -> int:
+        """Queue the commands on ``pipe``; return how many."""
+        ...
+
+    def parse(self, replies: list[Any]) -> Any: ...
 
 
 def contacts_key(unit: str) -> str:
@@ -153,14 +174,17 @@ class RedisStore:
         return bool(await self.client.ping())  # type: ignore[misc]
 
     async def read_customer(
-        self, unit: str, now: float, with_features: bool = True
+        self, unit: str, now: float, with_features: bool = True, extra: ExtraRead | None = None
     ) -> CustomerState:
         async with self.client.pipeline(transaction=False) as pipe:
+            n_extra = extra.queue(pipe, unit) if extra is not None else 0
             if with_features:
                 pipe.hmget(self.layout.key(unit), self.layout.all_fields)  # type: ignore[arg-type]
             pipe.zrangebyscore(contacts_key(unit), now - self.window_s, "+inf")
             pipe.smembers(purchased_key(unit))
             replies = await pipe.execute()
+        extra_state = extra.parse(replies[:n_extra]) if extra is not None else None
+        replies = replies[n_extra:]
         if with_features:
             features, ts = self.layout.decode(replies[0])
             replies = replies[1:]
@@ -171,7 +195,7 @@ class RedisStore:
             ts_s, ch, _ = m.decode().split("|", 2)
             contacts.append((float(ts_s), ch))
         purchased = frozenset(x.decode() for x in replies[1])
-        return CustomerState(features, ts, contacts, purchased)
+        return CustomerState(features, ts, contacts, purchased, extra_state)
 
     async def reserve_contact(self, unit: str, channel: str, at: float, decision_id: str) -> int:
         """Record an outbound contact if every cap still holds (atomic). 0 = recorded."""
@@ -213,6 +237,20 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def sync_client(url: str, cluster: bool = False, **kwargs: Any) -> Any:
+    """A blocking client for the tools (log export, delivery worker).
+
+    ``cluster``: ``url`` names one node of a Redis Cluster; the client follows the slot map, so
+    the 16 log shards, the actions stream and the per-action markers are reached wherever they
+    live (a plain client there fails with ``MOVED`` on every key of another node).
+    """
+    import redis
+
+    if cluster:
+        return redis.RedisCluster.from_url(url, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
 
 
 async def with_budget(coro: Any, seconds: float) -> Any:

@@ -1,22 +1,45 @@
 """A local append-only spool for log writes that Redis could not take.
 
-Each line is one JSON record (kind, id, payload, extra). ``replay`` re-sends the records in
-order when Redis is back; feedback is replayed through the same idempotent script, so a
-record sent twice lands once. The file is fsync'ed on each append (nothing acknowledged
-is lost if the process dies) and truncated only after a replay went through completely.
+Each line is one JSON record (kind, id, payload, extra, spooled_at). A record is fsync'ed
+before the request that produced it is answered, so nothing acknowledged is lost if the
+process or the machine dies. Every process of a host appends to its own file
+(``spool-<pid>.jsonl``) in one shared directory; any of them replays all files, including
+those of processes that died.
+
+**Claiming without losing a line.** An appender opens its file, takes an exclusive
+``flock`` and checks that the path still names the inode it holds before it writes; a
+replayer takes the same lock (non-blocking) and renames the file away before reading it. A
+writer that opened the file just before the rename therefore finds the path gone or
+changed, and writes to a fresh file instead of into one that is being read and deleted.
+A replayer keeps its lock on the claimed file until it is done, so a file left behind by a
+replayer that died (``*.replaying``) is picked up by the next one.
+
+**Order and idempotency.** A replay sends every spooled decision before any feedback, so
+feedback never arrives before a decision that was spooled by another process; both writes
+are idempotent in Redis (a decision id, a (decision, event) pair land once), so a record
+sent twice after a crash lands once. Feedback whose decision is still unknown after the
+decisions went through is kept for ``defer_unknown_s`` (its decision may be spooled on
+another host) and then dropped, counted by the caller.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-__all__ = ["Spool"]
+__all__ = ["SendResult", "Spool"]
+
+#: send(kind, id, payload, extra) -> True when written (or already there), False when the
+#: feedback's decision is unknown; raises when Redis is unreachable
+Send = Callable[[str, str, bytes, bytes | None], Awaitable[bool]]
 
 
 class _Entry(msgspec.Struct, frozen=True):
@@ -24,67 +47,176 @@ class _Entry(msgspec.Struct, frozen=True):
     id: str
     payload: str  # base64
     extra: str | None
+    spooled_at: float = 0.0
+
+
+@dataclass
+class SendResult:
+    sent: int = 0
+    deferred: int = 0
+    dropped: int = 0
 
 
 class Spool:
-    def __init__(self, directory: Path, name: str = "spool") -> None:
+    def __init__(
+        self, directory: Path, name: str = "spool", defer_unknown_s: float = 600.0
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{name}-{os.getpid()}.jsonl"
         self.directory = directory
+        self.name = name
+        self.path = directory / f"{name}-{os.getpid()}.jsonl"
+        self.defer_unknown_s = defer_unknown_s
         self._lock = threading.Lock()
         self._enc = msgspec.json.Encoder()
         self._dec = msgspec.json.Decoder(_Entry)
         #: decisions spooled by this process and not yet replayed (feedback for them waits too)
         self.spooled_decisions: set[str] = set()
 
+    # ------------------------------------------------------------------ write
     def append(self, kind: str, id_: str, payload: bytes, extra: bytes | None) -> None:
+        """Append one record durably (fsync'ed). Blocking: call it from a worker thread."""
         entry = _Entry(
             kind,
             id_,
             base64.b64encode(payload).decode(),
             base64.b64encode(extra).decode() if extra is not None else None,
+            time.time(),
         )
+        self._write_lines(self.path, [self._enc.encode(entry)])
         if kind == "decision":
             self.spooled_decisions.add(id_)
-        line = self._enc.encode(entry) + b"\n"
-        with self._lock, open(self.path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
 
-    def pending(self) -> int:
-        return sum(
-            1 for p in self.directory.glob("spool-*.jsonl") for line in p.open("rb") if line.strip()
-        )
+    def _write_lines(self, path: Path, lines: list[bytes]) -> None:
+        data = b"".join(line + b"\n" for line in lines)
+        with self._lock:
+            while True:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    try:
+                        same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                    except FileNotFoundError:
+                        same = False
+                    if not same:  # a replayer claimed this file after we opened it
+                        continue
+                    os.write(fd, data)
+                    os.fsync(fd)
+                    return
+                finally:
+                    os.close(fd)  # also releases the lock
 
-    async def replay(self, send: Callable[[str, str, bytes, bytes | None], Awaitable[None]]) -> int:
-        """Send every spooled record (all processes' files, oldest first); return the count."""
-        sent = 0
-        for path in sorted(self.directory.glob("spool-*.jsonl"), key=lambda p: p.stat().st_mtime):
-            claimed = path.with_suffix(".replaying")
+    # ------------------------------------------------------------------- read
+    def _files(self) -> list[Path]:
+        return [
+            *self.directory.glob(f"{self.name}-*.jsonl"),
+            *self.directory.glob(f"{self.name}-*.replaying"),
+        ]
+
+    def has_pending(self) -> bool:
+        """Cheap: is any spool file non-empty? (called every second by the replay loop)"""
+        for p in self._files():
             try:
-                path.rename(claimed)
+                if p.stat().st_size > 0:
+                    return True
             except FileNotFoundError:
                 continue
-            lines = [ln for ln in claimed.read_bytes().splitlines() if ln.strip()]
-            done = 0
+        return False
+
+    def pending(self) -> int:
+        """Records waiting (reads the files: for /metrics, not for a hot loop)."""
+        n = 0
+        for p in self._files():
             try:
-                for line in lines:
-                    e = self._dec.decode(line)
-                    await send(
-                        e.kind,
-                        e.id,
-                        base64.b64decode(e.payload),
-                        base64.b64decode(e.extra) if e.extra is not None else None,
-                    )
-                    done += 1
-                    if e.kind == "decision":
-                        self.spooled_decisions.discard(e.id)
-            finally:
-                rest = lines[done:]
-                if rest:  # put back what did not go through, ahead of newer records
-                    with self._lock, open(path, "ab") as f:
-                        f.write(b"\n".join(rest) + b"\n")
-                claimed.unlink()
-            sent += done
-        return sent
+                n += sum(1 for line in p.read_bytes().splitlines() if line.strip())
+            except FileNotFoundError:
+                continue
+        return n
+
+    def _claim(self) -> list[tuple[Path, int]]:
+        """Lock and take every spool file that no live process is writing or replaying."""
+        claimed: list[tuple[Path, int]] = []
+        paths = sorted(self._files(), key=_mtime)
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # being written to or replayed right now: next round
+                os.close(fd)
+                continue
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # another replayer took it
+                os.close(fd)
+                continue
+            if path.suffix == ".replaying":
+                claimed.append((path, fd))  # left by a replayer that died: ours now
+                continue
+            target = path.with_name(f"{path.stem}.{os.getpid()}-{time.time_ns()}.replaying")
+            os.rename(path, target)
+            claimed.append((target, fd))
+        return claimed
+
+    async def replay(self, send: Send) -> SendResult:
+        """Send every spooled record: decisions first, then feedback. Returns the counts.
+
+        Stops at the first failure (Redis gone again); what was not sent stays spooled.
+        """
+        claimed = self._claim()
+        if not claimed:
+            return SendResult()
+        result = SendResult()
+        entries: list[tuple[bytes, _Entry]] = []
+        for path, _ in claimed:
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    entries.append((line, self._dec.decode(line)))
+        decisions = [e for e in entries if e[1].kind == "decision"]
+        feedback = [e for e in entries if e[1].kind != "decision"]
+        keep: list[bytes] = []
+        now = time.time()
+        try:
+            for i, (_line, e) in enumerate(decisions):
+                try:
+                    await send(e.kind, e.id, *_payload(e))
+                except Exception:  # nothing from here on went through
+                    keep += [ln for ln, _ in decisions[i:]] + [ln for ln, _ in feedback]
+                    raise
+                result.sent += 1
+                self.spooled_decisions.discard(e.id)
+            for i, (line, e) in enumerate(feedback):
+                try:
+                    ok = await send(e.kind, e.id, *_payload(e))
+                except Exception:
+                    keep += [ln for ln, _ in feedback[i:]]
+                    raise
+                if ok:
+                    result.sent += 1
+                elif now - e.spooled_at < self.defer_unknown_s:
+                    keep.append(line)  # its decision may still be spooled elsewhere
+                    result.deferred += 1
+                else:
+                    result.dropped += 1
+        finally:
+            if keep:  # durable before the claimed files go
+                retry = self.directory / f"{self.name}-retry-{os.getpid()}-{time.time_ns()}.jsonl"
+                self._write_lines(retry, keep)
+            for path, fd in claimed:
+                path.unlink(missing_ok=True)
+                os.close(fd)
+        return result
+
+
+def _payload(e: _Entry) -> tuple[bytes, bytes | None]:
+    return base64.b64decode(e.payload), (base64.b64decode(e.extra) if e.extra is not None else None)
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -44,6 +44,10 @@ class ContactPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     caps: list[Cap] = []
     capped_channels: list[str] = msgspec.field(default_factory=lambda: ["email", "push", "sms"])
     quiet_hours: list[QuietHours] = []
+    #: when contact history cannot be read (Redis unreachable): ``suppress`` = no message on
+    #: a capped channel (the default: never risk over-messaging), ``allow`` = decide as if
+    #: nothing was sent yet and flag the decision ``contact_not_counted``
+    caps_unavailable: Literal["suppress", "allow"] = "suppress"
 
 
 class Arbitration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,12 +70,21 @@ class Eligibility(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     rules: list[Rule] = []
 
 
+class Realtime(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: expected-value multiplier for offers in the categories of the open cart (model path)
+    cart_boost: float = 1.3
+
+
 class Arm(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     share: float
     policy: Literal["model", "popular", "explore"] = "model"
     fixed_hour: int | None = None
+    #: ``explore`` arms: share of decisions that take a uniformly random action (see
+    #: service/domain/decision.py ``_explore``) among the ``explore_top`` best (offer,
+    #: channel) actions (0: every action above ``min_expected_value``)
     epsilon: float = 0.0
+    explore_top: int = 0
 
 
 class Experiment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -95,6 +108,7 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     arbitration: Arbitration
     eligibility: Eligibility
     experiments: Experiments
+    realtime: Realtime = msgspec.field(default_factory=Realtime)
 
     def validate(self) -> PolicyConfig:
         for name, p in self.placements.items():
@@ -105,6 +119,16 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             total = sum(a.share for a in exp.arms)
             if abs(total - 1.0) > 1e-9:
                 raise ValueError(f"experiment {exp_name}: arm shares sum to {total}, not 1")
+            for a in exp.arms:
+                if not 0.0 <= a.epsilon <= 1.0 or a.explore_top < 0:
+                    raise ValueError(
+                        f"experiment {exp_name}, arm {a.name}: epsilon must be in [0, 1] "
+                        "and explore_top >= 0"
+                    )
+                if a.policy == "explore" and a.epsilon == 0.0:
+                    raise ValueError(
+                        f"experiment {exp_name}, arm {a.name}: an explore arm needs epsilon > 0"
+                    )
         if not 0 <= self.experiments.global_holdout < 1:
             raise ValueError("experiments.global_holdout must be in [0, 1)")
         d = self.experiments.default

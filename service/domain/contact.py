@@ -7,7 +7,7 @@ an explicit UTC offset or an IANA time zone (DST-aware).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from service.domain.config import Cap, ContactPolicy
@@ -85,13 +85,17 @@ def next_allowed_hours(
     The first slot is ``now`` itself when the current hour is allowed.
     """
     out: list[tuple[float, int]] = []
+    # (hot path: called per channel on every non-real-time decision) the channel's quiet
+    # windows once, and whole UTC hours as float seconds (exact: integers below 2**53)
+    quiet = [q for q in policy.quiet_hours if channel in q.channels]
     base = datetime.fromtimestamp(now, UTC).replace(minute=0, second=0, microsecond=0)
+    base_ts = base.timestamp()
+    end = now + 24 * 3600
     for k in range(25):
-        start = base + timedelta(hours=k)
-        ts = max(start.timestamp(), now)
-        if ts >= now + 24 * 3600:
+        ts = max(base_ts + 3600.0 * k, now)
+        if ts >= end:
             break
         h = local_hour(ts, tz_offset_hours, tz_name)
-        if not in_quiet_hours(policy, channel, h):
+        if not any(q.covers(h) for q in quiet):
             out.append((ts, h))
     return out

@@ -125,6 +125,9 @@ class DecisionInput:
     cart_categories: frozenset[str] = frozenset()
     tz_name: str | None = None
     uniform: float = 0.5  # U(0,1) for exploration, derived from the decision id
+    #: categories of the customer's open cart (real-time features): the model path
+    #: multiplies their expected value by ``policy.realtime.cart_boost``
+    boost_categories: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -161,9 +164,12 @@ def _channels(inp: DecisionInput, cfg: PolicyConfig, out: Decision) -> list[str]
         if ch in OUTBOUND:
             consent = _feature(inp.features, f"consent_{ch}") == 1.0 if inp.known else False
             if not consent:
-                out.suppressed.append(
-                    Suppression("no_consent", channel=ch, detail="no consent for this channel")
+                detail = (
+                    "consent unknown: features unavailable"
+                    if inp.known and inp.features is None
+                    else "no consent for this channel"
                 )
+                out.suppressed.append(Suppression("no_consent", channel=ch, detail=detail))
                 continue
         result.append(ch)
     return result
@@ -180,12 +186,12 @@ def _contact_policy(
     slots: dict[str, list[tuple[float, int]]] = {}
     for ch in channels:
         if ch in policy.capped_channels:
-            if inp.contact_history is None:
+            if inp.contact_history is None and policy.caps_unavailable == "suppress":
                 out.suppressed.append(
                     Suppression("frequency_cap", channel=ch, detail="caps could not be checked")
                 )
                 continue
-            cap = blocked_by_caps(policy, inp.contact_history, ch, inp.now)
+            cap = blocked_by_caps(policy, inp.contact_history or (), ch, inp.now)
             if cap is not None:
                 out.suppressed.append(
                     Suppression(
@@ -324,10 +330,11 @@ def _score_prior(
     return choices
 
 
-def _with_value(cfg: PolicyConfig, c: Choice) -> Choice:
+def _with_value(cfg: PolicyConfig, c: Choice, boost: frozenset[str] = frozenset()) -> Choice:
+    lever = cfg.realtime.cart_boost if c.offer.category in boost else 1.0
     return Choice(
         c.offer, c.channel, c.send_at, c.local_hour, c.probability,
-        c.probability * _value(cfg, c.offer), c.propensity, c.channel_score, c.hour_lift,
+        c.probability * _value(cfg, c.offer) * lever, c.propensity, c.channel_score, c.hour_lift,
     )  # fmt: skip
 
 
@@ -340,6 +347,23 @@ def _popular(cfg: PolicyConfig, priors: Priors, choices: list[Choice]) -> Choice
         key=lambda c: (by_offer.get(c.offer.offer_id, 10**6), order.get(c.channel, 99)),
     )
     return ranked[0] if ranked else None
+
+
+def _explore(pool: list[Choice], eps: float, top: int, u: float) -> tuple[Choice, float]:
+    """Epsilon-greedy over the (offer, channel) actions in ``pool`` (sorted by EV, best first).
+
+    With probability ``1 - eps`` the best action; with probability ``eps`` one of the first
+    ``top`` actions (all of them when ``top`` is 0) uniformly, the best one included. ``u`` is
+    one U(0, 1) draw independent of the context (from the decision id): ``u < eps`` explores,
+    and then ``u / eps`` is again U(0, 1) and picks the action. Returns the action and the
+    exact probability with which this policy picks it in this context, which is what
+    off-policy evaluation divides by::
+
+        P(best) = 1 - eps + eps / n,    P(other explored action) = eps / n
+    """
+    n = len(pool) if top <= 0 else min(top, len(pool))
+    j = min(int(u / eps * n), n - 1) if u < eps else 0
+    return pool[j], (1.0 - eps) * (j == 0) + eps / n
 
 
 def decide(
@@ -366,7 +390,8 @@ def decide(
     else:
         assert scorer is not None
         choices = _score_model(inp, scorer, offers, slots, fixed_hour, out)
-    choices = [_with_value(cfg, c) for c in choices]
+    boost = inp.boost_categories if not out.cold_start else frozenset()  # cold start: own boost
+    choices = [_with_value(cfg, c, boost) for c in choices]
     min_p = cfg.eligibility.min_propensity
     kept = []
     for c in choices:
@@ -389,6 +414,9 @@ def decide(
             ranked.append(c)
     threshold = cfg.arbitration.min_expected_value
     above = [c for c in ranked if c.expected_value >= threshold]
+    if inp.allocation.holdout and not above:
+        _holdout(inp, cfg, out, None, kept)
+        return out
     for c in ranked:
         if c.expected_value < threshold:
             out.suppressed.append(
@@ -403,19 +431,43 @@ def decide(
     if out.policy == "popular":
         best = _popular(cfg, priors, [c for c in kept if c.expected_value >= threshold])
     elif out.policy == "explore" and arm is not None and arm.epsilon > 0:
-        n = len(above)
-        eps = arm.epsilon
-        if inp.uniform < eps:
-            best = above[min(int(inp.uniform / eps * n), n - 1)]
-        out.choice_probability = (1 - eps) * (best is above[0]) + eps / n
+        best, out.choice_probability = _explore(
+            [c for c in kept if c.expected_value >= threshold], arm.epsilon, arm.explore_top,
+            inp.uniform,
+        )  # fmt: skip
     assert best is not None
     rest = [c for c in above if c is not best][: cfg.arbitration.alternatives]
     if inp.allocation.holdout:
-        out.would_have = best
-        out.suppressed.append(
-            Suppression("holdout", best.offer.offer_id, best.channel, "global holdout: control")
-        )
+        _holdout(inp, cfg, out, best, kept)
         return out
     out.action = best
     out.alternatives = rest
     return out
+
+
+def _holdout(
+    inp: DecisionInput, cfg: PolicyConfig, out: Decision, best: Choice | None, kept: list[Choice]
+) -> None:
+    """A holdout unit gets the control action, whatever the model would have chosen.
+
+    ``experiments.control_action``: ``none`` (no message), or an offer id shown on
+    real-time placements when it is eligible there (the site's default banner, say). The
+    treated action the unit would have got is kept in ``would_have`` for the log.
+    """
+    out.policy = "control"
+    out.choice_probability = 1.0
+    out.would_have = best
+    if best is not None:
+        out.suppressed.append(
+            Suppression("holdout", best.offer.offer_id, best.channel, "global holdout: control")
+        )
+    control = cfg.experiments.control_action
+    if control == "none" or not cfg.placements[inp.placement].realtime:
+        return
+    shown = [c for c in kept if c.offer.offer_id == control]
+    if shown:
+        out.action = max(shown, key=lambda c: c.expected_value)
+    else:
+        out.suppressed.append(
+            Suppression("ineligible", control, None, "control action not eligible here")
+        )

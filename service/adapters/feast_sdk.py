@@ -1,0 +1,53 @@
+"""Online features through the Feast SDK, for online stores other than Redis.
+
+On Redis the service reads Feast's own layout directly, in the same round trip as the
+contact history (service/adapters/feast_redis.py, several times cheaper than the SDK). With
+``NEXTBEST_FEATURE_SOURCE=feast`` it asks ``FeatureStore.get_online_features`` instead, so
+any online store Feast supports (SQLite, PostgreSQL, DynamoDB, ...) can serve decisions;
+Redis still holds contacts, purchases and real-time rows. The SDK call is synchronous, so it
+runs in a worker thread, concurrently with the Redis read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FeastSdkFeatures"]
+
+F64 = npt.NDArray[np.float64]
+_TS = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
+
+
+class FeastSdkFeatures:
+    def __init__(self, store: Any, features: Mapping[str, Sequence[str]]) -> None:
+        self.store = store
+        self.names = [name for names in features.values() for name in names]
+        self.refs = [f"{view}:{name}" for view, names in features.items() for name in names]
+
+    def read_sync(self, customer_id: str) -> tuple[dict[str, F64] | None, float | None]:
+        """(features as length-1 arrays, newest feature timestamp) or (None, None)."""
+        resp = self.store.get_online_features(
+            features=self.refs, entity_rows=[{"customer_id": customer_id}]
+        ).to_dict(include_event_timestamps=True)
+        values: dict[str, F64] = {}
+        found = False
+        newest = 0.0
+        for name in self.names:
+            v = resp[name][0]
+            if v is not None:
+                found = True
+                ts = resp.get(name + _TS, [0])[0] or 0
+                newest = max(newest, float(ts))
+            values[name] = np.array([math.nan if v is None else float(v)])
+        if not found:  # unknown customer: cold start, not an error
+            return None, None
+        return values, newest or None
+
+    async def read(self, customer_id: str) -> tuple[dict[str, F64] | None, float | None]:
+        return await asyncio.to_thread(self.read_sync, customer_id)
