@@ -1,37 +1,54 @@
 # syntax=docker/dockerfile:1
-# nextbest decision service. Build: docker build -t nextbest .
-# Run:  docker run -p 8000:8000 -e NEXTBEST_REDIS_URL=redis://redis:6379/0 \
-#         -e NEXTBEST_API_KEYS=sha256:<hex> -v $PWD/models:/app/models:ro nextbest
-# The install and start commands below are exercised by tests/deploy/test_image_commands.py.
+# nextbest: one image for the decision service, the training job and the MLflow server.
+#   docker build -t nextbest .
+#   docker run -p 8000:8000 -e NEXTBEST_REDIS_URL=redis://redis:6379/0 \
+#     -e NEXTBEST_API_KEYS=sha256:<hex> -v "$PWD/models:/app/models:ro" nextbest
+# Models: a bundle mounted at /app/models, or MLFLOW_TRACKING_URI=http://mlflow:5000 (registry
+# alias NEXTBEST_MODEL_ALIAS, default champion). One worker process per container: scale by
+# adding replicas (all state is in Redis); NEXTBEST_WORKERS=N runs N, but /metrics then shows
+# one worker per scrape (prometheus_client keeps metrics per process). compose.yaml runs
+# the whole stack. tests/deploy/test_image.py runs this file's install and start commands
+# (every RUN, ENV, WORKDIR, COPY and the CMD/HEALTHCHECK) in a fresh virtual environment, and
+# lints it with hadolint (.hadolint.yaml).
 
-FROM python:3.11-slim AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-RUN python -m venv /opt/venv
+FROM python:3.11-slim-bookworm AS build
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_PYTHON_DOWNLOADS=never
+WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY training ./training
-RUN /opt/venv/bin/pip install --no-compile . \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+COPY feature_repo ./feature_repo
+# The project is installed in development mode so /app is its root, laid out as in the
+# repository (service/config, feature_repo/, models/, var/), where the code looks for them.
+RUN python -m venv /opt/venv \
+ && uv pip install --python /opt/venv/bin/python --no-progress -e ".[postgres]" \
+ && /opt/venv/bin/python -m compileall -q service training
 
-FROM python:3.11-slim AS runtime
+FROM python:3.11-slim-bookworm AS runtime
+# libgomp1: OpenMP runtime of LightGBM (the training job); nothing else beyond the slim base.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 nextbest \
+ && useradd --system --uid 10001 --gid nextbest --home-dir /app --shell /usr/sbin/nologin nextbest
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     NEXTBEST_HOST=0.0.0.0 \
     NEXTBEST_PORT=8000 \
-    NEXTBEST_WORKERS=2 \
-    NEXTBEST_MODELS_DIR=/app/models \
-    NEXTBEST_SPOOL_DIR=/app/var/spool
-RUN groupadd --system --gid 10001 nextbest \
- && useradd --system --uid 10001 --gid nextbest --home-dir /app --shell /usr/sbin/nologin nextbest
+    NEXTBEST_WORKERS=1 \
+    NEXTBEST_VAR_DIR=/app/var
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=nextbest:nextbest service/config ./service-config
-COPY --chown=nextbest:nextbest models ./models
-RUN mkdir -p /app/var/spool && chown -R nextbest:nextbest /app/var
-ENV NEXTBEST_POLICY_FILE=/app/service-config/policy.yaml
-USER nextbest
+COPY --from=build /app /app
+# Code and dependencies stay root-owned (read-only for the service); only var/ (spool, the
+# training job's data, MLflow artifacts in compose) and models/ belong to the service user.
+RUN mkdir -p /app/var/spool /app/var/mlartifacts /app/models \
+ && chown -R 10001:10001 /app/var /app/models
+USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=2s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import urllib.request,os,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('NEXTBEST_PORT','8000'), timeout=2).status == 200 else 1)"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/health' % os.environ.get('NEXTBEST_PORT', '8000'); sys.exit(0 if urllib.request.urlopen(url, timeout=2).status == 200 else 1)"]
 CMD ["python", "-m", "service"]
