@@ -3,17 +3,21 @@
     python -m loadtests.faults --seconds 30 [--models-dir models] [--concurrency 16]
 
 Starts its own `redis-server` (append-only file, fsync always, so what Redis acknowledged
-survives its own restart) on a free loopback port and the service (production server) against
-it, drives /decide and /feedback at a fixed concurrency, SIGKILLs Redis at 30 % of the run,
-restarts it at 50 %, asks for a model reload at 70 %, then waits for the spool to drain and
-counts. Prints: requests served, errors by status, degraded share, p99 during and outside
-the fault, acknowledged writes vs found in the log (exactly once), and recovery time.
+survives its own restart) on a free loopback port, materializes the world's features into it
+(Feast, from `$NEXTBEST_DATA_DIR`, when a world exists), and starts the service (production
+server) on a copy of the model bundle. It drives /decide (known customers with a skew, some
+anonymous visitors) and /feedback at a fixed concurrency, SIGKILLs Redis at 30 % of the run,
+restarts it at 50 %, swaps the model bundle at 70 % (`--swap-to DIR`, else the same models
+under new version tags) through the admin API, then waits for the spool to drain and counts.
+Prints: requests served, errors by status, degraded share, p99 during and outside the fault,
+recovery time, the swap, and acknowledged writes vs found in the log (exactly once).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -91,6 +95,49 @@ class RedisProcess:
             self.proc = None
 
 
+def stage_bundle(src: Path, dst: Path, tag: str | None = None) -> dict[str, str]:
+    """Copy bundle ``src`` into ``dst`` (models first, manifest last, each by atomic rename).
+
+    With ``tag`` the manifest's versions get ``+<tag>`` appended: the same weights served as
+    a new model set (enough to exercise a swap when no second bundle is at hand).
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((src / "manifest.json").read_text())
+    for m in manifest["models"].values():
+        tmp = dst / f".{m['file']}.tmp"
+        tmp.write_bytes((src / m["file"]).read_bytes())
+        os.replace(tmp, dst / m["file"])
+        if tag:
+            m["version"] = f"{m['version']}+{tag}"
+    tmp = dst / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, dst / "manifest.json")
+    return {k: str(m["version"]) for k, m in manifest["models"].items()}
+
+
+def load_features(redis_url: str, data_dir: Path, sample: int, seed: int = 0) -> list[str]:
+    """Materialize the world's features into ``redis_url``; return a sample of customer ids."""
+    import pandas as pd
+
+    from training.featurestore import apply, materialize
+    from training.world import World
+
+    old = os.environ.get("NEXTBEST_DATA_DIR")
+    os.environ["NEXTBEST_DATA_DIR"] = str(data_dir)
+    try:
+        apply("redis", redis_url)
+        materialize("redis", redis_url, end=World.load(data_dir).config.end_ts)
+    finally:
+        if old is None:
+            os.environ.pop("NEXTBEST_DATA_DIR")
+        else:
+            os.environ["NEXTBEST_DATA_DIR"] = old
+    ids = pd.read_parquet(data_dir / "customer_profile.parquet", columns=["customer_id"])
+    pool = ids["customer_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    return [str(c) for c in rng.choice(pool, size=min(sample, len(pool)), replace=False)]
+
+
 def start_service(
     redis_url: str, models_dir: Path | None, spool: Path, port: int
 ) -> subprocess.Popen[bytes]:
@@ -130,6 +177,9 @@ class Result:
     fault_window: tuple[float, float] = (0.0, 0.0)
     recovered_after: float | None = None
     swap: dict[str, Any] | None = None
+    swap_failed_requests: int = 0
+    known_decisions: int = 0
+    degraded_at: list[tuple[float, bool]] = field(default_factory=list)  # (t, degraded)
 
 
 async def _worker(
@@ -156,8 +206,11 @@ async def _worker(
             "context": {"placement": "home_banner"},
             "now": "2026-11-16T09:00:00Z",
         }
-        if customers:
-            body["customer_id"] = customers[int(rng.integers(len(customers)))]
+        if customers and rng.random() < 0.85:
+            # skewed: a few customers come back often (Zipf-like over the sample)
+            k = min(int(rng.zipf(1.3)) - 1, len(customers) - 1)
+            body["customer_id"] = customers[k]
+            body["context"] = {"placement": ("home_banner", "campaign")[int(rng.integers(2))]}
         else:
             body["anonymous_id"] = f"anon-{wid}-{int(rng.integers(1000))}"
         start = time.perf_counter()
@@ -168,13 +221,20 @@ async def _worker(
             d = r.json()
             res.decisions += 1
             res.degraded += bool(d["degraded"])
+            res.degraded_at.append((t, bool(d["degraded"])))
             res.acked_decisions.add(d["decision_id"])
+            res.known_decisions += "customer_id" in body
             if not d["holdout"]:
                 mine.append(d["decision_id"])
 
 
 async def drive(
-    base: str, rp: RedisProcess, seconds: float, concurrency: int, customers: list[str], swap: bool
+    base: str,
+    rp: RedisProcess,
+    seconds: float,
+    concurrency: int,
+    customers: list[str],
+    swap: tuple[Path, Path, str | None] | None,
 ) -> Result:
     res = Result()
     t0 = time.monotonic()
@@ -202,12 +262,17 @@ async def drive(
                 res.recovered_after = time.monotonic() - t0 - back_t
                 break
             await asyncio.sleep(0.05)
-        if swap:
+        if swap is not None:
             await asyncio.sleep(max(0.0, t0 + seconds * 0.7 - time.monotonic()))
+            before = sum(v for k, v in res.statuses.items() if k >= 500)
+            src, dst, tag = swap
+            staged = await asyncio.to_thread(stage_bundle, src, dst, tag)
             r = await client.post(
                 "/admin/models/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
             )
-            res.swap = r.json()
+            res.swap = {**r.json(), "staged": staged}
+            await asyncio.sleep(1.0)
+            res.swap_failed_requests = sum(v for k, v in res.statuses.items() if k >= 500) - before
         await asyncio.gather(*workers)
     return res
 
@@ -251,11 +316,16 @@ def summarize(res: Result, counts: dict[str, int]) -> dict[str, Any]:
         lat[(lat[:, 0] < a) | (lat[:, 0] > b + (res.recovered_after or 0)), 1] if len(lat) else lat
     )
     served = sum(res.statuses.values())
+    end_fault = b + (res.recovered_after or 0)
+    deg_out = [x for t, x in res.degraded_at if t < a or t > end_fault]
+    deg_in = [x for t, x in res.degraded_at if a <= t <= end_fault]
     return {
         "requests": served,
         "status": dict(sorted(res.statuses.items())),
         "5xx": sum(v for k, v in res.statuses.items() if k >= 500),
         "degraded_share": round(res.degraded / max(res.decisions, 1), 3),
+        "degraded_share_during_fault": round(sum(deg_in) / max(len(deg_in), 1), 3),
+        "degraded_share_outside_fault": round(sum(deg_out) / max(len(deg_out), 1), 3),
         "p99_ms_during_fault": round(float(np.percentile(during, 99)) * 1000, 1)
         if len(during)
         else None,
@@ -265,31 +335,40 @@ def summarize(res: Result, counts: dict[str, int]) -> dict[str, Any]:
         "recovery_s_after_redis_back": round(res.recovered_after, 2)
         if res.recovered_after is not None
         else None,
+        "known_customer_decisions": res.known_decisions,
         "model_swap": res.swap,
+        "5xx_within_1s_of_swap": res.swap_failed_requests,
         **counts,
     }
 
 
 def run(
-    seconds: float, concurrency: int, models_dir: Path | None, customers: list[str]
+    seconds: float,
+    concurrency: int,
+    models_dir: Path | None,
+    data_dir: Path | None = None,
+    known: int = 2000,
+    swap_to: Path | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         rp = RedisProcess(Path(tmp))
         rp.start()
+        customers = load_features(rp.url, data_dir, known) if data_dir is not None else []
+        served = Path(tmp) / "models"
+        swap = None
+        if models_dir is not None:
+            stage_bundle(models_dir, served)
+            swap = (swap_to or models_dir, served, None if swap_to else "swap")
         port = free_port()
-        svc = start_service(rp.url, models_dir, Path(tmp) / "spool", port)
+        svc = start_service(rp.url, served if models_dir else None, Path(tmp) / "spool", port)
         try:
             res = asyncio.run(
-                drive(
-                    f"http://127.0.0.1:{port}",
-                    rp,
-                    seconds,
-                    concurrency,
-                    customers,
-                    models_dir is not None,
-                )
+                drive(f"http://127.0.0.1:{port}", rp, seconds, concurrency, customers, swap)
             )
             counts = count_log(rp.url, res)
+            if res.swap is not None:
+                loaded = httpx.get(f"http://127.0.0.1:{port}/models").json()["loaded"]
+                res.swap["serving_after"] = {k: v["version"] for k, v in loaded["models"].items()}
         finally:
             svc.send_signal(signal.SIGTERM)
             try:
@@ -305,9 +384,18 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    p.add_argument("--swap-to", type=Path, default=None, help="bundle to swap to (default: re-tag)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("NEXTBEST_DATA_DIR", ROOT / "var" / "world")),
+        help="world whose features are materialized into the test Redis (skipped if absent)",
+    )
+    p.add_argument("--known", type=int, default=2000, help="known customers in the traffic")
     args = p.parse_args()
     models = args.models_dir if (args.models_dir / "manifest.json").exists() else None
-    summary = run(args.seconds, args.concurrency, models, [])
+    data = args.data_dir if (args.data_dir / "world.json").exists() else None
+    summary = run(args.seconds, args.concurrency, models, data, args.known, args.swap_to)
     width = max(len(k) for k in summary)
     print("\nFault injection summary")
     for k, v in summary.items():
