@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.engine import DecisionEngine
@@ -33,15 +34,15 @@ class DecisionController(Controller):
     guards = [api_guard]  # noqa: RUF012
 
     @post("/decide", status_code=200, summary="Decide the next best action for one customer")
-    async def decide(self, data: DecideRequest, state: State) -> DecideResponse:
+    async def decide(self, data: JSONBody[DecideRequest], state: State) -> DecideResponse:
         return await _engine(state).decide(data)
 
     @post("/decide/batch", status_code=200, summary="Decide for up to 1,000 customers")
-    async def decide_batch(self, data: BatchRequest, state: State) -> BatchResponse:
+    async def decide_batch(self, data: JSONBody[BatchRequest], state: State) -> BatchResponse:
         return BatchResponse(decisions=await _engine(state).decide_batch(data.requests))
 
     @post("/feedback", status_code=200, summary="Report an outcome of a decision")
-    async def feedback(self, data: FeedbackRequest, state: State) -> FeedbackResponse:
+    async def feedback(self, data: JSONBody[FeedbackRequest], state: State) -> FeedbackResponse:
         return await _engine(state).feedback(data)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from redis.exceptions import RedisError
 
 from service.errors import Unavailable
@@ -23,7 +24,7 @@ class EventsController(Controller):
         status_code=200,
         summary=f"Behavioural events (up to {MAX_EVENTS}): real-time features, identity, triggers",
     )
-    async def events(self, data: EventsRequest, state: State) -> EventsResponse:
+    async def events(self, data: JSONBody[EventsRequest], state: State) -> EventsResponse:
         """503 (with Retry-After) when the real-time store is unreachable: events are
         idempotent by ``event_id``, so the caller retries the whole batch safely."""
         realtime: Realtime = state.realtime

@@ -60,7 +60,8 @@ def people(small_world: Path) -> dict[str, str]:
     exp = load_policy().experiments
     known = truth[~truth["anonymous"]]
     arms = {c: allocate(exp, c).arm for c in known["customer_id"]}
-    treated = known[[arms[c] == "model" for c in known["customer_id"]] & ~known["opted_out"]]
+    in_model_arm = known["customer_id"].map(lambda c: arms[c] == "model").astype(bool)
+    treated = known[in_model_arm & ~known["opted_out"]]
     return {
         "opted_out": str(known.loc[known["opted_out"], "customer_id"].iloc[0]),
         "holdout": next(c for c, a in arms.items() if a == "holdout"),
