@@ -484,6 +484,8 @@ class DecisionEngine:
         payload = _json.encode(
             {"decision_id": req.decision_id, "event": req.event, "value": req.value, "ts": ts}
         )
+        # read before the call: a replay may land the decision (and forget it) meanwhile
+        was_spooled = req.decision_id in self.spool.spooled_decisions
         try:
             status = await self._redis(
                 self.store.append_feedback(req.decision_id, req.event, payload)
@@ -500,8 +502,9 @@ class DecisionEngine:
             self.metrics.feedback.labels(event=req.event, status="spooled").inc()
             return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="spooled")
         if status == 0:
-            if req.decision_id in self.spool.spooled_decisions:
-                # its decision is still in the local spool: queue the feedback behind it
+            if was_spooled or req.decision_id in self.spool.spooled_decisions:
+                # its decision is (or was, when we asked Redis) in the local spool: queue the
+                # feedback behind it; the replay sends it once the decision is in Redis
                 await asyncio.to_thread(
                     self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
                 )

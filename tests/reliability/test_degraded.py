@@ -197,3 +197,49 @@ async def test_outcome_effects_survive_a_failure_after_the_append(
         await wait_until(lambda: _no_pending(app))
         r = redis.Redis.from_url(own_redis.url)
         assert r.smembers(purchased_key("C0000009")) == {d["action"]["offer_id"].encode()}
+
+
+async def test_feedback_racing_the_replay_of_its_decision_is_spooled_not_refused(
+    model_bundle: Path, own_redis: RedisProcess, tmp_path: Path
+) -> None:
+    """A decision spooled while Redis failed; its feedback asks Redis just before the replay
+    lands the decision and forgets it: the feedback is queued (200), never a 404."""
+    from service.app import _replay_once
+
+    app = create_app(settings_for(own_redis.url, model_bundle, tmp_path / "spool"))
+    async with AsyncTestClient(app=app) as c:
+        engine = app.state.engine
+        engine.spool.has_pending = lambda: False  # the background loop stays out of the way
+        real_append, real_feedback = engine.store.append_decision, engine.store.append_feedback
+
+        async def failing(*_: Any) -> bool:
+            raise redis.ConnectionError("gone for this one write")
+
+        engine.store.append_decision = failing
+        d = await decide(c, anonymous_id="anon-race", context={"placement": "home_banner"})
+        assert "log_spooled" in d["degraded"]
+        engine.store.append_decision = real_append
+        engine.breaker.success()  # Redis answers again (the replay loop would close it)
+        seen: list[int] = []
+
+        async def racing(decision_id: str, event: str, payload: bytes) -> int:
+            status = await real_feedback(decision_id, event, payload)
+            seen.append(status)
+            await _replay_once(engine)  # the replay lands the decision meanwhile
+            return status
+
+        engine.store.append_feedback = racing
+        fb = await c.post(
+            "/feedback", json={"decision_id": d["decision_id"], "event": "clicked"}, headers=AUTH
+        )
+        assert seen == [0]  # Redis did not know the decision when the feedback asked
+        assert fb.status_code == 200, fb.text
+        assert fb.json()["status"] == "spooled"
+        engine.store.append_feedback = real_feedback
+        del engine.spool.has_pending  # the background loop replays the queued feedback
+        await wait_until(lambda: _no_pending(app))
+        r = redis.Redis.from_url(own_redis.url)
+        assert [(x["decision_id"], x["event"]) for x in read_log(r, feedback_streams())] == [
+            (d["decision_id"], "clicked")
+        ]
+        assert [x["decision_id"] for x in read_log(r, decision_streams())] == [d["decision_id"]]
