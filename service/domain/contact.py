@@ -7,7 +7,7 @@ an explicit UTC offset or an IANA time zone (DST-aware).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from service.domain.config import Cap, ContactPolicy
@@ -84,18 +84,36 @@ def next_allowed_hours(
 
     The first slot is ``now`` itself when the current hour is allowed.
     """
+    # hot path: called per channel on every non-real-time decision. The channel's quiet
+    # hours become a 24-entry mask once; whole UTC hours are float seconds (exact: integers
+    # below 2**53); with a fixed offset the local hour just advances by one per slot.
+    blocked = [False] * 24
+    for q in policy.quiet_hours:
+        if channel in q.channels:
+            for h in range(24):
+                if q.covers(h):
+                    blocked[h] = True
     out: list[tuple[float, int]] = []
-    # (hot path: called per channel on every non-real-time decision) the channel's quiet
-    # windows once, and whole UTC hours as float seconds (exact: integers below 2**53)
-    quiet = [q for q in policy.quiet_hours if channel in q.channels]
-    base = datetime.fromtimestamp(now, UTC).replace(minute=0, second=0, microsecond=0)
-    base_ts = base.timestamp()
+    base_ts = now - now % 3600.0
     end = now + 24 * 3600
-    for k in range(25):
-        ts = max(base_ts + 3600.0 * k, now)
+    if tz_name:  # DST-aware: ask the zone for every slot
+        for k in range(25):
+            ts = max(base_ts + 3600.0 * k, now)
+            if ts >= end:
+                break
+            h = local_hour(ts, tz_offset_hours, tz_name)
+            if not blocked[h]:
+                out.append((ts, h))
+        return out
+    h = local_hour(now, tz_offset_hours)
+    if not blocked[h]:
+        out.append((now, h))
+    h_base = local_hour(base_ts, tz_offset_hours)
+    for k in range(1, 25):
+        ts = base_ts + 3600.0 * k
         if ts >= end:
             break
-        h = local_hour(ts, tz_offset_hours, tz_name)
-        if not any(q.covers(h) for q in quiet):
+        h = (h_base + k) % 24
+        if not blocked[h]:
             out.append((ts, h))
     return out
