@@ -29,7 +29,7 @@ from service.adapters.redis_store import CustomerState, RedisStore
 from service.adapters.spool import Spool
 from service.domain.allocation import AllocationError, allocate
 from service.domain.config import PolicyConfig
-from service.domain.decision import Choice, Decision, DecisionInput, decide
+from service.domain.decision import Choice, Decision, DecisionInput, Suppression, decide
 from service.observability import Metrics
 from service.schemas import (
     ActionOut,
@@ -169,17 +169,7 @@ class DecisionEngine:
     ) -> CustomerState | None:
         if self.features is not None and known:
             return await self._read_state_sdk(unit, now, degraded, extra)
-        try:
-            return await self._redis(
-                self.store.read_customer(unit, now, with_features=known, extra=extra)
-            )
-        except Exception as exc:  # skipped (breaker open), timeout, connection refused, ...
-            if extra is not None:
-                degraded.append("realtime_unavailable")
-            degraded.append("redis_unavailable")
-            if not isinstance(exc, RedisSkipped):
-                log.warning("state read failed: %s", type(exc).__name__)
-            return None
+        return await self._redis_state(unit, now, degraded, extra, with_features=known)
 
     async def _read_state_sdk(
         self, unit: str, now: float, degraded: list[str], extra: Any
@@ -199,13 +189,14 @@ class DecisionEngine:
         return dataclasses.replace(got_state, features=values, feature_ts=ts)
 
     async def _redis_state(
-        self, unit: str, now: float, degraded: list[str], extra: Any
+        self, unit: str, now: float, degraded: list[str], extra: Any, with_features: bool = False
     ) -> CustomerState | None:
+        """The one pipelined state read; None (flagged degraded) when Redis is skipped/fails."""
         try:
             return await self._redis(
-                self.store.read_customer(unit, now, with_features=False, extra=extra)
+                self.store.read_customer(unit, now, with_features=with_features, extra=extra)
             )
-        except Exception as exc:
+        except Exception as exc:  # skipped (breaker open), timeout, connection refused, ...
             if extra is not None:
                 degraded.append("realtime_unavailable")
             degraded.append("redis_unavailable")
@@ -326,8 +317,6 @@ class DecisionEngine:
             elif blocked != 0:
                 # a concurrent decision took the last slot (or caps cannot be checked)
                 detail = "cap reached concurrently" if blocked > 0 else "caps could not be checked"
-                from service.domain.decision import Suppression
-
                 d.suppressed.append(
                     Suppression("frequency_cap", a.offer.offer_id, a.channel, detail)
                 )

@@ -41,6 +41,12 @@ def _with_db(url: str, db: int) -> str:
     return f"{base}/{db}"
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, as the service does."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis

@@ -44,11 +44,6 @@ def missing(what: str, var: str) -> None:
     pytest.skip(f"SKIPPED LOUDLY: {what}")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A 3-master Redis Cluster of `redis-server` processes on free loopback ports."""

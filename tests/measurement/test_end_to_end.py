@@ -30,11 +30,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 NOW = "2026-11-18T09:00:00Z"  # a day no other test decides on
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def settings(
     redis_url: str, model_bundle: Path, tmp_path_factory: pytest.TempPathFactory

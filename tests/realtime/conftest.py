@@ -25,11 +25,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def bundle(model_bundle: Path) -> Path:
     return model_bundle
 

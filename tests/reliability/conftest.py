@@ -23,11 +23,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     """A started redis-server on a free port; stopped (or killed) at the end."""
     rp = RedisProcess(tmp_path / "redis")

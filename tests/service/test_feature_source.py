@@ -20,11 +20,6 @@ KEY = "source-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_sdk_source_decides_like_the_redis_layout(
     redis_url: str,
     model_bundle: Path,

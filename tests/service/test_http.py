@@ -27,11 +27,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 NOW = "2026-11-16T09:00:00Z"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def settings(
     redis_url: str, model_bundle: Path, tmp_path_factory: pytest.TempPathFactory
