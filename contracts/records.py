@@ -1,0 +1,166 @@
+"""Records that cross a process boundary, as typed structs: written and read by one definition.
+
+The service appends :class:`DecisionRecord` and :class:`FeedbackRecord` to the decision log
+(JSON), keeps a :class:`DecisionMarker` per decision for the feedback window, and hands
+:class:`ActionRecord` to the delivery worker; the offline tools (export, lift, OPE,
+retraining) decode the same structs. Optional fields are omitted when they hold their
+default, so a record carries only what it says; decoding fills the defaults back in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "FEEDBACK_EVENTS",
+    "ActionRecord",
+    "ChoiceRecord",
+    "DecisionMarker",
+    "DecisionRecord",
+    "FeedbackEvent",
+    "FeedbackRecord",
+    "SequenceStepRecord",
+    "decode_action",
+    "decode_decision",
+    "decode_feedback",
+    "decode_marker",
+    "decode_sequence_step",
+    "encode",
+]
+
+FeedbackEvent = Literal["delivered", "opened", "clicked", "converted", "dismissed"]
+FEEDBACK_EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "converted", "dismissed")
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    pass
+
+
+class ChoiceRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """One scored (offer, channel, send time) action."""
+
+    offer: str
+    channel: str
+    send_at: float  # epoch seconds
+    local_hour: int
+    p: float  # expected conversion probability
+    ev: float  # expected value
+    propensity: float  # P(convert | open) from the propensity model (or prior)
+    channel_score: float
+    hour_lift: float
+
+
+class DecisionRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """One decision, as logged. An opted-out customer's record keeps only the fact of the call
+    (``decision_id``, ``ts``, ``opted_out``, ``placement``, ``policy_version``)."""
+
+    decision_id: str
+    ts: float  # the decision's time (the request's ``now``), epoch seconds
+    opted_out: bool = False
+    unit: str | None = None  # customer id or anonymous id
+    known: bool = False  # an identified customer
+    placement: str | None = None
+    trigger: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    holdout: bool = False
+    policy: str | None = None  # model | popular | explore | control
+    #: P(this action | context) under the logging policy (1 when deterministic)
+    choice_probability: float = 1.0
+    action: ChoiceRecord | None = None
+    would_have: ChoiceRecord | None = None  # holdout: the treated action it did not get
+    alternatives: list[ChoiceRecord] = []
+    suppressed: list[tuple[str, str | None, str | None]] = []  # (reason, offer, channel)
+    cold_start: bool = False
+    degraded: list[str] = []
+    model_versions: dict[str, str] = {}
+    policy_version: str | None = None
+    realtime: dict[str, Any] | None = None  # what the real-time layer saw
+
+
+class FeedbackRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    decision_id: str
+    event: FeedbackEvent
+    ts: float  # when the outcome happened, epoch seconds
+    value: float | None = None  # e.g. the revenue of a conversion
+
+
+class DecisionMarker(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """What feedback needs of a decision, kept for the feedback window (no record for an
+    opted-out customer: all defaults)."""
+
+    unit: str | None = None
+    known: bool = False
+    arm: str | None = None
+    offer: str | None = None
+    channel: str | None = None
+    ts: float = 0.0
+
+
+class ActionRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """An action of a triggered sequence, for the delivery worker (stream ``nb:actions``)."""
+
+    action_id: str
+    unit: str
+    sequence: str
+    step: int
+    decision_id: str
+    arm: str
+    offer_id: str
+    channel: str
+    send_at: str  # ISO 8601 with the customer's UTC offset
+    ts: float
+
+
+class SequenceStepRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """One outcome of a sequence step (stream ``nb:log:sequences``)."""
+
+    ts: float
+    unit: str
+    sequence: str
+    sequences_version: str
+    instance: str
+    step: int
+    outcome: Literal["fired", "no_action", "exited", "deferred", "stale"]
+    decision_id: str | None = None
+    arm: str | None = None
+    channel: str | None = None
+    offer_id: str | None = None
+    action_id: str | None = None
+    failed: list[str] | None = None  # conditions that no longer held (exited)
+    suppressed: list[str] | None = None  # suppression reasons of the step's decision
+
+
+_encoder = msgspec.json.Encoder()
+_decision = msgspec.json.Decoder(DecisionRecord)
+_feedback = msgspec.json.Decoder(FeedbackRecord)
+_marker = msgspec.json.Decoder(DecisionMarker)
+_action = msgspec.json.Decoder(ActionRecord)
+_step = msgspec.json.Decoder(SequenceStepRecord)
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    """JSON bytes of any record (one encoder, built once)."""
+    return _encoder.encode(record)
+
+
+def decode_decision(raw: bytes) -> DecisionRecord:
+    return _decision.decode(raw)
+
+
+def decode_feedback(raw: bytes) -> FeedbackRecord:
+    return _feedback.decode(raw)
+
+
+def decode_marker(raw: bytes) -> DecisionMarker:
+    return _marker.decode(raw)
+
+
+def decode_action(raw: bytes) -> ActionRecord:
+    return _action.decode(raw)
+
+
+def decode_sequence_step(raw: bytes) -> SequenceStepRecord:
+    return _step.decode(raw)
