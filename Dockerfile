@@ -17,6 +17,7 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contracts ./contracts
 COPY service ./service
 COPY training ./training
 COPY feature_repo ./feature_repo
@@ -24,7 +25,7 @@ COPY feature_repo ./feature_repo
 # repository (service/config, feature_repo/, models/, var/), where the code looks for them.
 RUN python -m venv /opt/venv \
  && uv pip install --python /opt/venv/bin/python --no-progress -e ".[postgres]" \
- && /opt/venv/bin/python -m compileall -q service training
+ && /opt/venv/bin/python -m compileall -q contracts service training
 
 FROM python:3.11-slim-bookworm AS runtime
 # libgomp1: OpenMP runtime of LightGBM (the training job); nothing else beyond the slim base.

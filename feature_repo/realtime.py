@@ -12,30 +12,20 @@ schema, created here on first `feast apply` when missing (materialization reads 
 
 import os
 import warnings
-from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from entities import customer
-from feast import Field, FileSource, PushSource
+from feast import FileSource, PushSource
 from feast.stream_feature_view import StreamFeatureView
-from feast.types import Float32, Int64
+from features import fields
 from sources import DATA_DIR
+
+from contracts.features import REALTIME
 
 # Feast marks stream feature views "alpha" with a warning at every load; we use only the push
 # source and the view's online rows, both stable, so the warning is noise here.
 warnings.filterwarnings("ignore", message="Stream feature views are experimental")
-
-REALTIME_INT = (
-    "cart_items_rt",
-    "last_cart_add_ts",
-    "last_purchase_ts",
-    "purchases_1h",
-    "session_views_1h",
-    "messages_opened_24h",
-    "last_event_ts",
-)
-REALTIME_FLOAT = ("cart_value_rt",)
 
 _PATH = os.path.abspath(os.path.join(DATA_DIR, "customer_realtime.parquet"))
 
@@ -47,8 +37,10 @@ def _ensure_batch_file(path: str) -> str:
             [
                 ("customer_id", pa.string()),
                 ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                *[(n, pa.int64()) for n in REALTIME_INT],
-                *[(n, pa.float32()) for n in REALTIME_FLOAT],
+                *[
+                    (f.name, pa.float32() if f.dtype == "float32" else pa.int64())
+                    for f in REALTIME.features
+                ],
             ]
         )
         pq.write_table(schema.empty_table(), path)
@@ -69,19 +61,10 @@ customer_events_push = PushSource(
 )
 
 customer_realtime = StreamFeatureView(
-    name="customer_realtime",
+    name=REALTIME.name,
     entities=[customer],
-    ttl=timedelta(days=30),
-    schema=[
-        Field(name="cart_items_rt", dtype=Int64, description="items in the open cart, now"),
-        Field(name="cart_value_rt", dtype=Float32, description="value of the open cart"),
-        Field(name="last_cart_add_ts", dtype=Int64, description="epoch s of last cart add"),
-        Field(name="last_purchase_ts", dtype=Int64, description="epoch s of last purchase"),
-        Field(name="purchases_1h", dtype=Int64, description="purchases in the last hour"),
-        Field(name="session_views_1h", dtype=Int64, description="page views in the last hour"),
-        Field(name="messages_opened_24h", dtype=Int64, description="messages opened, 24 h"),
-        Field(name="last_event_ts", dtype=Int64, description="epoch s of the last event"),
-    ],
+    ttl=REALTIME.ttl,
+    schema=fields(REALTIME),
     source=customer_events_push,
     online=True,
     tags={"owner": "decisioning", "group": "realtime"},

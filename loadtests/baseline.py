@@ -3,14 +3,16 @@
 What a team would build in an afternoon: per request, the **Feast SDK**
 (``FeatureStore.get_online_features``, Redis online store) for the customer's features and
 **LightGBM** (``Booster.predict`` on the model's text file) for the three scores, around the
-*same* policy code, contact caps, decision log and HTTP app. Only the feature read and the
-scorer differ from the service, so the benchmark's ratio isolates what the service's hot path
-(direct Feast-layout read in one pipelined round trip, ONNX sessions) buys.
+*same* policy code, contact caps, decision log and HTTP app: it is built by the service's own
+factory (``create_app``) with two adapters injected, a feature reader and a model loader.
+Only the feature read and the scorer differ from the service, so the benchmark's ratio
+isolates what the service's hot path (direct Feast-layout read in the same pipelined round
+trip as the contact history, ONNX sessions) buys.
 
 Deliberately straightforward, not sabotaged: the Feast call is the SDK's synchronous one,
 made inside the handler (as a plain web handler would); LightGBM predicts with one thread
-(its OpenMP default would fight the server workers for the 2 cores); contacts and purchases
-are two plain Redis calls.
+(its OpenMP default would fight the server workers for the 2 cores); contacts, purchases and
+the real-time row come from the service's own pipelined Redis read.
 
 Served exactly like the service (``python -m loadtests.baseline``: same uvicorn settings,
 same NEXTBEST_* variables; needs the ``<kind>.lgbm.txt`` files that ``export-bundle`` writes
@@ -27,19 +29,19 @@ import numpy as np
 import numpy.typing as npt
 from litestar import Litestar
 
-from service.adapters.models import KINDS, ModelSet
-from service.adapters.redis_store import (
-    CustomerState,
-    ExtraRead,
-    RedisStore,
-    contacts_key,
-    purchased_key,
-)
+from contracts.features import FeatureSpec
+from contracts.models import KINDS
+from contracts.settings import Settings
+from service.adapters.models import ModelSet, load_models
 from service.app import create_app
-from service.features.vectors import RAW_FEATURES
-from service.settings import Settings
 
-__all__ = ["BaselineError", "FeastSdkStore", "LightGBMModels", "baseline_models", "create_app"]
+__all__ = [
+    "BaselineError",
+    "FeastSdkInHandler",
+    "LightGBMModels",
+    "baseline_models",
+    "create_baseline_app",
+]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -49,40 +51,25 @@ class BaselineError(RuntimeError):
     """The baseline cannot be assembled (no LightGBM files in the bundle, ...)."""
 
 
-class FeastSdkStore(RedisStore):
-    """RedisStore whose feature read is ``FeatureStore.get_online_features`` (sync SDK)."""
+class FeastSdkInHandler:
+    """Features by ``FeatureStore.get_online_features``, called synchronously in the handler
+    (as a plain web handler would), for the engine's feature-reader slot."""
 
-    def __init__(self, base: RedisStore, feature_store: Any) -> None:
-        super().__init__(base.client, base.layout, base.policy, base.log_maxlen, base.record_ttl_s)
+    def __init__(self, feature_store: Any) -> None:
         self.feast = feature_store
-        self.refs = [f"{view}:{f}" for view, feats in RAW_FEATURES.items() for f in feats]
-        self.names = [f for feats in RAW_FEATURES.values() for f in feats]
 
-    def _features(self, unit: str) -> dict[str, F64] | None:
+    async def read(
+        self, customer_id: str, spec: FeatureSpec
+    ) -> tuple[dict[str, F64] | None, float | None]:
+        refs = [f"{view}:{f}" for view, feats in spec.raw.items() for f in feats]
+        names = [f for feats in spec.raw.values() for f in feats]
         row = self.feast.get_online_features(
-            features=self.refs, entity_rows=[{"customer_id": unit}]
+            features=refs, entity_rows=[{"customer_id": customer_id}]
         ).to_dict()
-        values = {n: row[n][0] for n in self.names}
+        values = {n: row[n][0] for n in names}
         if all(v is None for v in values.values()):
-            return None
-        return {n: np.array([np.nan if v is None else float(v)]) for n, v in values.items()}
-
-    async def read_customer(
-        self, unit: str, now: float, with_features: bool = True, extra: ExtraRead | None = None
-    ) -> CustomerState:
-        rt = None
-        if extra is not None:  # the real-time row: its own round trip, as a plain read does
-            async with self.client.pipeline(transaction=False) as pipe:
-                extra.queue(pipe, unit)
-                rt = extra.parse(await pipe.execute())
-        features = self._features(unit) if with_features else None
-        rows = await self.client.zrangebyscore(contacts_key(unit), now - self.window_s, "+inf")
-        bought = await self.client.smembers(purchased_key(unit))  # type: ignore[misc]
-        contacts = []
-        for m in rows:
-            ts_s, ch, _ = m.decode().split("|", 2)
-            contacts.append((float(ts_s), ch))
-        return CustomerState(features, None, contacts, frozenset(x.decode() for x in bought), rt)
+            return None, None
+        return {n: np.array([np.nan if v is None else float(v)]) for n, v in values.items()}, None
 
 
 @dataclasses.dataclass
@@ -122,26 +109,20 @@ def baseline_models(models: ModelSet, bundle: Path) -> LightGBMModels:
     return LightGBMModels(**fields, boosters=boosters)
 
 
-def feast_store(settings: Settings) -> Any:
-    from training.featurestore import feature_store
+def lightgbm_loader(settings: Settings) -> LightGBMModels:
+    """The service's model set, scored by the LightGBM text models next to the ONNX files."""
+    return baseline_models(load_models(settings), settings.models.models_dir)
 
-    return feature_store("redis", settings.redis_url)
+
+def feast_sdk_reader(settings: Settings) -> FeastSdkInHandler:
+    from contracts.feast_repo import feature_store
+
+    return FeastSdkInHandler(feature_store("redis", settings.redis.url, settings))
 
 
 def create_baseline_app(settings: Settings | None = None) -> Litestar:
-    """The service's app with the Feast SDK feature read and LightGBM scoring swapped in."""
-    settings = settings or Settings.from_env()
-    app = create_app(settings)
-
-    async def swap(app: Litestar) -> None:
-        engine = app.state.engine
-        if engine.models is None:
-            raise BaselineError("the service's models did not load")
-        engine.models = baseline_models(engine.models, settings.models_dir)
-        engine.store = FeastSdkStore(engine.store, feast_store(settings))
-
-    app.on_startup.append(swap)
-    return app
+    """The service's own factory with the Feast SDK feature read and LightGBM scoring."""
+    return create_app(settings, model_loader=lightgbm_loader, features=feast_sdk_reader)
 
 
 def main() -> None:

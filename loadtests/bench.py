@@ -127,9 +127,11 @@ def reset_state(url: str, at_cap: Sequence[str], now: float) -> None:
     then put ``at_cap`` customers at their push/sms/overall caps."""
     import redis
 
+    from contracts.keys import PREFIX, contacts_key
+
     r = redis.Redis.from_url(url)
     batch = []
-    for key in r.scan_iter(match="nb:*", count=5000):
+    for key in r.scan_iter(match=f"{PREFIX}*", count=5000):
         batch.append(key)
         if len(batch) >= 5000:
             r.delete(*batch)
@@ -138,7 +140,7 @@ def reset_state(url: str, at_cap: Sequence[str], now: float) -> None:
         r.delete(*batch)
     with r.pipeline(transaction=False) as pipe:
         for i, cid in enumerate(at_cap):
-            key = f"nb:{{{cid}}}:contacts"
+            key = contacts_key(cid)
             for j, ch in enumerate(("push", "sms", "email")):
                 ts = now - 3600.0 * (j + 1)
                 pipe.zadd(key, {f"{ts:.3f}|{ch}|seed{i}{j}": ts})
@@ -183,28 +185,36 @@ def full_case_bodies(data_dir: Path, n: int, seed: int) -> list[bytes]:
 
 # ---------------------------------------------------------------------------- in-process
 def bench_settings(url: str, models_dir: Path, spool: Path, timeout_ms: float) -> Any:
-    from service.settings import Settings
+    from contracts.settings import Settings
 
-    return Settings(
-        redis_url=url,
-        redis_timeout_ms=timeout_ms,
-        models_dir=models_dir,
-        spool_dir=spool,
-        dev_mode=True,
-        log_level="WARNING",
-        model_poll_s=0.0,
-        scheduler_poll_s=0.0,
+    return Settings.from_env(
+        {
+            **os.environ,
+            "NEXTBEST_REDIS_URL": url,
+            "NEXTBEST_REDIS_TIMEOUT_MS": str(timeout_ms),
+            "NEXTBEST_MODELS_DIR": str(models_dir),
+            "NEXTBEST_SPOOL_DIR": str(spool),
+            "NEXTBEST_DEV_MODE": "1",
+            "NEXTBEST_LOG_LEVEL": "WARNING",
+            "NEXTBEST_MODEL_POLL_S": "0",
+            "NEXTBEST_SCHEDULER_POLL_S": "0",
+            "MLFLOW_TRACKING_URI": "",
+        }
     )
 
 
 def _app(impl: str, settings: Any) -> Any:
+    """The app as the server builds it, with a stage recorder as its metrics."""
+    from loadtests.inprocess import StageRecorder
+    from service.app import create_app
+
     if impl == "service":
-        from service.app import create_app
+        return create_app(settings, metrics=StageRecorder())
+    from loadtests.baseline import feast_sdk_reader, lightgbm_loader
 
-        return create_app(settings)
-    from loadtests.baseline import create_baseline_app
-
-    return create_baseline_app(settings)
+    return create_app(
+        settings, model_loader=lightgbm_loader, features=feast_sdk_reader, metrics=StageRecorder()
+    )
 
 
 async def _inprocess(
@@ -662,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     from training.settings import paths
 
-    args.data_dir = (args.data_dir or paths().data).resolve()
+    args.data_dir = (args.data_dir or paths().data_dir).resolve()
     if not (args.data_dir / "customer_profile.parquet").exists():
         print(f"bench: no world at {args.data_dir}: run `make demo` first", file=sys.stderr)
         return 2

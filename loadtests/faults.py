@@ -278,15 +278,13 @@ async def drive(
 
 
 def count_log(redis_url: str, res: Result, wait_s: float = 20.0) -> dict[str, int]:
-    from service.adapters.redis_store import decision_streams, feedback_streams, read_log
+    from service.adapters.redis_store import read_decisions, read_feedback
 
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + wait_s
     while True:
-        decisions = Counter(r["decision_id"] for r in read_log(client, decision_streams()))
-        feedback = Counter(
-            (r["decision_id"], r["event"]) for r in read_log(client, feedback_streams())
-        )
+        decisions = Counter(r.decision_id for r in read_decisions(client))
+        feedback = Counter((r.decision_id, r.event) for r in read_feedback(client))
         lost_d = sum(1 for d in res.acked_decisions if decisions[d] == 0)
         lost_f = sum(1 for f in res.acked_feedback if feedback[f] == 0)
         if (lost_d == 0 and lost_f == 0) or time.monotonic() > deadline:

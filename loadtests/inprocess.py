@@ -1,8 +1,9 @@
 """In-process half of the benchmark: the decision function, stage by stage, and the raw floor.
 
-``run_inprocess`` builds the app exactly as the server does (``create_app`` or the
-baseline's factory, lifespan entered), then feeds request bodies one at a time through
-decode -> ``DecisionEngine.decide`` -> encode, timing each stage:
+``run_inprocess`` builds the app exactly as the server does (``create_app``, or the same
+factory with the baseline's adapters; lifespan entered) with a :class:`StageRecorder` as its
+metrics, then feeds request bodies one at a time through decode -> ``DecisionEngine.decide``
+-> encode; the engine reports its own stages, so nothing is patched:
 
 | stage | what |
 |---|---|
@@ -25,13 +26,14 @@ preallocated inputs of the full case's shapes (10 offers x 5 channels, 24 hours,
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
+
+from service.observability import Metrics
 
 STAGES = ("decode", "read", "matrices", "scoring", "policy", "commit", "response", "encode")
 
@@ -51,56 +53,24 @@ def summarize(values_s: Sequence[float] | np.ndarray) -> dict[str, float]:
     }
 
 
-class _TimedModels:
-    """Delegates to the engine's model set; adds the time spent in the three model runs."""
+class StageRecorder(Metrics):
+    """The service's metrics, also keeping the stages of the last decision (the engine reports
+    read, matrices, scoring, policy and commit for every decision). Passed to ``create_app``."""
 
-    def __init__(self, inner: Any, sink: list[float]) -> None:
-        self._inner = inner
-        self._sink = sink
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def _timed(self, fn: Callable[[Any], Any], x: Any) -> Any:
-        t = time.perf_counter()
-        out = fn(x)
-        self._sink[0] += time.perf_counter() - t
-        return out
-
-    def propensity(self, x: Any) -> Any:
-        return self._timed(self._inner.propensity, x)
-
-    def send_time(self, x: Any) -> Any:
-        return self._timed(self._inner.send_time, x)
-
-    def channel(self, x: Any) -> Any:
-        return self._timed(self._inner.channel, x)
-
-
-@contextlib.contextmanager
-def _timed_matrices(sink: list[float]) -> Iterator[None]:
-    """Time the matrix builders as the decision module calls them (module globals)."""
-    from service.domain import decision
-
-    names = ("channel_matrix", "send_time_matrix", "propensity_matrix")
-    saved = {n: getattr(decision, n) for n in names}
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*a: Any) -> Any:
-            t = time.perf_counter()
-            out = fn(*a)
-            sink[0] += time.perf_counter() - t
-            return out
-
-        return timed
-
-    for n, fn in saved.items():
-        setattr(decision, n, wrap(fn))
-    try:
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(decision, n, fn)
+    def observe_decision(
+        self,
+        arm: str,
+        channel: str,
+        reasons: list[str],
+        degraded: bool,
+        stages: dict[str, float],
+    ) -> None:
+        self.last = dict(stages)
+        super().observe_decision(arm, channel, reasons, degraded, stages)
 
 
 class Timings:
@@ -121,67 +91,49 @@ async def decide_timed(
     engine: Any, bodies: Sequence[bytes], warmup: int = 0, into: Timings | None = None
 ) -> dict[str, Any]:
     """Run ``bodies`` through decode -> decide -> encode one at a time; per-stage timings
-    of all but the first ``warmup`` (added to ``into`` when given)."""
+    of all but the first ``warmup`` (added to ``into`` when given). The engine's metrics must
+    be a :class:`StageRecorder` (``create_app(settings, metrics=StageRecorder())``)."""
     from service.schemas import DecideRequest
 
+    recorder = engine.metrics
+    if not isinstance(recorder, StageRecorder):
+        raise TypeError("build the app with create_app(..., metrics=StageRecorder())")
     decoder = msgspec.json.Decoder(DecideRequest)
     encoder = msgspec.json.Encoder()
-    score = [0.0]
-    mats = [0.0]
-    stages: dict[str, float] = {}
-    original_models = engine.models
-    original_observe = engine.metrics.observe_decision
-
-    def observe(*a: Any) -> None:
-        stages.clear()
-        stages.update(a[4])
-        original_observe(*a)
-
-    engine.models = _TimedModels(original_models, score)
-    engine.metrics.observe_decision = observe
     acc = into if into is not None else Timings()
     rows, outcomes = acc.rows, acc.outcomes
-    try:
-        with _timed_matrices(mats):
-            for k, body in enumerate(bodies):  # the first ``warmup`` are not recorded
-                score[0] = mats[0] = 0.0
-                c0 = time.process_time()
-                t0 = time.perf_counter()
-                req = decoder.decode(body)
-                t1 = time.perf_counter()
-                resp = await engine.decide(req)
-                t2 = time.perf_counter()
-                encoder.encode(resp)
-                t3 = time.perf_counter()
-                c3 = time.process_time()
-                if k < warmup:
-                    continue
-                inner = sum(stages.values())
-                rows["decode"].append(t1 - t0)
-                rows["read"].append(stages.get("read", 0.0))
-                rows["matrices"].append(mats[0])
-                rows["scoring"].append(score[0])
-                rows["policy"].append(max(stages.get("decide", 0.0) - mats[0] - score[0], 0.0))
-                rows["commit"].append(stages.get("commit", 0.0))
-                rows["response"].append(max((t2 - t1) - inner, 0.0))
-                rows["encode"].append(t3 - t2)
-                rows["total"].append(t3 - t0)
-                rows["cpu"].append(c3 - c0)
-                kind = (
-                    "opted_out"
-                    if any(s.reason == "no_consent" and not s.channel for s in resp.suppressed)
-                    else "action"
-                    if resp.action
-                    else "no_action"
-                )
-                if resp.cold_start:
-                    kind += "+cold_start"
-                if resp.degraded:
-                    kind += "+degraded"
-                outcomes[kind] = outcomes.get(kind, 0) + 1
-    finally:
-        engine.models = original_models
-        engine.metrics.observe_decision = original_observe
+    for k, body in enumerate(bodies):  # the first ``warmup`` are not recorded
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        req = decoder.decode(body)
+        t1 = time.perf_counter()
+        resp = await engine.decide(req)
+        t2 = time.perf_counter()
+        encoder.encode(resp)
+        t3 = time.perf_counter()
+        c3 = time.process_time()
+        if k < warmup:
+            continue
+        stages = recorder.last
+        rows["decode"].append(t1 - t0)
+        for name in ("read", "matrices", "scoring", "policy", "commit"):
+            rows[name].append(stages.get(name, 0.0))
+        rows["response"].append(max((t2 - t1) - sum(stages.values()), 0.0))
+        rows["encode"].append(t3 - t2)
+        rows["total"].append(t3 - t0)
+        rows["cpu"].append(c3 - c0)
+        kind = (
+            "opted_out"
+            if any(s.reason == "no_consent" and not s.channel for s in resp.suppressed)
+            else "action"
+            if resp.action
+            else "no_action"
+        )
+        if resp.cold_start:
+            kind += "+cold_start"
+        if resp.degraded:
+            kind += "+degraded"
+        outcomes[kind] = outcomes.get(kind, 0) + 1
     return acc.summary()
 
 
@@ -203,7 +155,7 @@ async def measure_floor(engine: Any, n: int = 2000, unit: str | None = None) -> 
         now = time.time()
         for _ in range(n):
             t = time.perf_counter()
-            await engine.store.read_customer(unit, now, True, extra=extra)
+            await engine.store.read_customer(unit, now, engine.models.spec, extra=extra)
             reads.append(time.perf_counter() - t)
     models = engine.models
     shapes = {"propensity": 50, "send_time": 24, "channel": 5}

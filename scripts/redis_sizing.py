@@ -48,18 +48,20 @@ async def _traffic(url: str, models: Path, spool: Path, ids: list[str]) -> dict[
     import redis
     from litestar.testing import AsyncTestClient
 
+    from contracts.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     r = redis.Redis.from_url(url)
-    s = Settings(
-        redis_url=url,
-        models_dir=models,
-        api_keys="sizing",
-        spool_dir=spool,
-        model_poll_s=0,
-        scheduler_poll_s=0,
-        redis_timeout_ms=2000,
+    s = Settings.from_env(
+        {
+            "NEXTBEST_REDIS_URL": url,
+            "NEXTBEST_MODELS_DIR": str(models),
+            "NEXTBEST_API_KEYS": "sizing",
+            "NEXTBEST_SPOOL_DIR": str(spool),
+            "NEXTBEST_MODEL_POLL_S": "0",
+            "NEXTBEST_SCHEDULER_POLL_S": "0",
+            "NEXTBEST_REDIS_TIMEOUT_MS": "2000",
+        }
     )
     auth = {"Authorization": "Bearer sizing"}
     out: dict[str, int] = {}
@@ -149,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.settings import paths
         from training.world import World
 
-        world = World.load(paths().data)
-        profiles = pd.read_parquet(paths().data / "customer_profile.parquet")
+        world = World.load(paths().data_dir)
+        profiles = pd.read_parquet(paths().data_dir / "customer_profile.parquet")
         customers = int(profiles["customer_id"].nunique())
         base = used(r)
         t0 = time.perf_counter()

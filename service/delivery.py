@@ -1,10 +1,12 @@
 """A minimal delivery worker: ``python -m service.delivery``.
 
-Reads the actions stream (``nb:actions``, written by the sequence scheduler) in a consumer
+Reads the actions stream (``nb:actions``, :class:`contracts.records.ActionRecord` written by
+the sequence scheduler) in a consumer
 group, so several workers share the work and a crashed worker's pending entries are taken
 over (``XAUTOCLAIM`` after ``--min-idle-ms``). Each action is delivered once per action id
 (``SET NX`` marker ``nb:delivered:{<action_id>}``: the scheduler may emit a step again after a
 crash) and acknowledged. "Delivery" here is a log line; plug a sender into :func:`deliver`.
+An entry that is not a valid action record is logged and acknowledged (never retried forever).
 """
 
 from __future__ import annotations
@@ -19,23 +21,23 @@ from typing import Any
 import msgspec
 import redis
 
+from contracts.keys import ACTIONS_STREAM, delivered_key
+from contracts.records import ActionRecord, decode_action
 from service.adapters.redis_store import sync_client
 
 __all__ = ["DeliveryWorker", "deliver", "main"]
 
 log = logging.getLogger("nextbest.delivery")
-STREAM = "nb:actions"
 GROUP = "delivery"
-_dec = msgspec.json.Decoder(dict[str, Any])
 
 
-def deliver(action: dict[str, Any]) -> None:
+def deliver(action: ActionRecord) -> None:
     log.info(
         "deliver action %s: offer %s by %s at %s",
-        action.get("action_id"),
-        action.get("offer_id"),
-        action.get("channel"),
-        action.get("send_at"),
+        action.action_id,
+        action.offer_id,
+        action.channel,
+        action.send_at,
     )
 
 
@@ -44,8 +46,8 @@ class DeliveryWorker:
         self,
         client: redis.Redis,
         consumer: str,
-        send: Callable[[dict[str, Any]], None] = deliver,
-        stream: str = STREAM,
+        send: Callable[[ActionRecord], None] = deliver,
+        stream: str = ACTIONS_STREAM,
         group: str = GROUP,
         min_idle_ms: int = 60_000,
         marker_ttl_s: int = 30 * 86400,
@@ -69,8 +71,13 @@ class DeliveryWorker:
             if not fields:  # trimmed away while pending
                 self.client.xack(self.stream, self.group, entry_id)
                 continue
-            action = _dec.decode(fields[b"record"])
-            marker = f"nb:delivered:{{{action['action_id']}}}"
+            try:
+                action = decode_action(fields[b"record"])
+            except (KeyError, msgspec.DecodeError) as exc:
+                log.error("skipped action entry %s: not an action record (%s)", entry_id, exc)
+                self.client.xack(self.stream, self.group, entry_id)
+                continue
+            marker = delivered_key(action.action_id)
             if self.client.set(marker, entry_id, nx=True, ex=self.marker_ttl_s):
                 self.send(action)
                 delivered += 1

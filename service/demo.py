@@ -93,12 +93,13 @@ def reset_demo_customers(redis_url: str, customers: list[str]) -> None:
     (the demo's decisions count against caps like any other). Nobody else is touched."""
     import redis
 
-    from service.adapters.redis_store import contacts_key, purchased_key
-    from service.realtime.sequences import instance_key
+    from contracts.keys import contacts_key, purchased_key, sequence_instance_key
 
     r = redis.Redis.from_url(redis_url)
     for cid in customers:
-        r.delete(contacts_key(cid), purchased_key(cid), instance_key("abandoned_cart", cid))
+        r.delete(
+            contacts_key(cid), purchased_key(cid), sequence_instance_key("abandoned_cart", cid)
+        )
 
 
 def run_demo(
@@ -171,8 +172,9 @@ def run_realtime_demo(
     """
     import redis
 
+    from contracts.keys import SEQUENCE_LOG, sequence_instance_key
+    from contracts.records import ActionRecord, decode_sequence_step
     from service.delivery import DeliveryWorker
-    from service.realtime.sequences import SEQ_LOG, instance_key
 
     people = pick_customers(data_dir)
     out: list[str] = ["\n== real time: events, features within a second, an abandoned cart"]
@@ -199,7 +201,7 @@ def run_realtime_demo(
         )
 
         sid = people["abandoned-cart customer"]
-        start: Any = r.xrevrange(SEQ_LOG, count=1)
+        start: Any = r.xrevrange(SEQUENCE_LOG, count=1)
         last_id = start[0][0] if start else b"0-0"
         http.post("/events", json={"events": [
             _event("cart_add", sid, time.time() - 61 * 60, offer_id="OFF007", value=89.0)]}
@@ -209,43 +211,44 @@ def run_realtime_demo(
         deadline = time.monotonic() + 15
         while step is None and time.monotonic() < deadline:
             time.sleep(0.2)  # the scheduler polls every NEXTBEST_SCHEDULER_POLL_S (1 s)
-            rows: Any = r.xrange(SEQ_LOG, min=f"({last_id.decode()}", max="+")
+            rows: Any = r.xrange(SEQUENCE_LOG, min=f"({last_id.decode()}", max="+")
             for _, fields in rows:
-                rec = json.loads(fields[b"record"])
-                if rec["unit"] == sid:
+                rec = decode_sequence_step(fields[b"record"])
+                if rec.unit == sid:
                     step = rec
         if step is None:
             out.append("   the scheduler did not run the step within 15 s (is it enabled?)")
             return out
         out.append(
-            f"   step {step['step']} ran by the in-service scheduler: {step['outcome']} "
-            f"(arm {step['arm']}, {step.get('channel') or '-'}, {step.get('offer_id') or '-'}"
-            + (f", suppressed {step['suppressed']}" if step.get("suppressed") else "")
+            f"   step {step.step} ran by the in-service scheduler: {step.outcome} "
+            f"(arm {step.arm}, {step.channel or '-'}, {step.offer_id or '-'}"
+            + (f", suppressed {step.suppressed}" if step.suppressed else "")
             + ")"
         )
-        delivered: list[dict[str, Any]] = []
+        delivered: list[ActionRecord] = []
         worker = DeliveryWorker(r, "demo", send=delivered.append)
         worker.run_once(block_ms=None)
         for act in delivered:
-            if act["unit"] == sid:
+            if act.unit == sid:
                 out.append(
-                    f"   delivery worker took action {act['action_id']} from nb:actions: "
-                    f"{act['offer_id']} by {act['channel']} at {act['send_at']}"
+                    f"   delivery worker took action {act.action_id} from nb:actions: "
+                    f"{act.offer_id} by {act.channel} at {act.send_at}"
                 )
-        pending = r.exists(instance_key("abandoned_cart", sid))
+        pending = r.exists(sequence_instance_key("abandoned_cart", sid))
         out.append(f"   next step (in 24 h) scheduled: {bool(pending)}")
         http.post("/events", json={"events": [
             _event("purchase", sid, time.time(), offer_id="OFF007", value=89.0)]}
         ).raise_for_status()  # fmt: skip
-        gone = not r.exists(instance_key("abandoned_cart", sid))
+        gone = not r.exists(sequence_instance_key("abandoned_cart", sid))
         out.append(f"   purchase event -> sequence ended at once: {gone}")
     return out
 
 
 def main() -> int:
+    from contracts.settings import Settings
     from service.localkeys import ensure_local_keys
-    from training.settings import paths
 
+    data_dir = Settings.from_env().paths.data_dir
     keys = ensure_local_keys()
     port = _free_port()
     env = {**os.environ, "NEXTBEST_PORT": str(port), "NEXTBEST_LOG_LEVEL": "WARNING", **keys.env()}
@@ -274,9 +277,9 @@ def main() -> int:
         )
         auth = {"Authorization": f"Bearer {keys.api_key}"}
         redis_url = os.environ.get("NEXTBEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        for block in run_demo(base, paths().data, auth, redis_url):
+        for block in run_demo(base, data_dir, auth, redis_url):
             print(block)
-        for line in run_realtime_demo(base, paths().data, redis_url, auth):
+        for line in run_realtime_demo(base, data_dir, redis_url, auth):
             print(line)
         print(
             f"\nYour local API key is in {keys.api_keys_file.parent}/api-key; "

@@ -1,8 +1,29 @@
-"""Errors the HTTP layer maps to a status code (see the handlers in service/app.py)."""
+"""Errors the service raises for the HTTP layer to map to a status code (service/api/errors.py).
+
+They carry what the response needs (field, message, retry time) and nothing about HTTP.
+"""
 
 from __future__ import annotations
 
-__all__ = ["Unavailable"]
+__all__ = ["RequestError", "Unavailable", "UnknownDecision"]
+
+
+class RequestError(Exception):
+    """A request the types accepted but the service cannot honour (HTTP 422 by default)."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class UnknownDecision(Exception):
+    """Feedback for a decision id the service does not know (HTTP 404)."""
+
+    def __init__(self, decision_id: str) -> None:
+        super().__init__(decision_id)
+        self.decision_id = decision_id
 
 
 class Unavailable(Exception):

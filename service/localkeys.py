@@ -21,8 +21,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.settings import ROOT
 from service.security import hash_key
-from service.settings import ROOT
 
 __all__ = ["LocalKeys", "ensure_local_keys"]
 

@@ -12,30 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from service.adapters.models import REGISTERED_NAMES, ModelSet, bundle_fingerprint
+from contracts.models import REGISTERED_NAMES
+from contracts.settings import Settings
+from service.adapters.models import ModelSet, bundle_fingerprint, load_models
 from service.background import sleep_or_stop
 from service.engine import DecisionEngine
-from service.settings import Settings
 
 __all__ = ["ModelManager"]
 
 log = logging.getLogger("nextbest.models")
 
 
-def _load(settings: Settings) -> ModelSet:
-    from service.app import load_models
-
-    models = load_models(settings)
-    models.warm_up()
-    return models
-
-
 class ModelManager:
-    def __init__(self, engine: DecisionEngine, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        settings: Settings,
+        loader: Callable[[Settings], ModelSet] = load_models,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.loader = loader
         self.last_error: str | None = None
         self.last_check: float | None = None
         self._fingerprint = self.fingerprint()
@@ -43,23 +43,28 @@ class ModelManager:
 
     def fingerprint(self) -> str:
         """Changes when the champion changes: registry alias versions, or the bundle manifest."""
-        if self.settings.mlflow_tracking_uri:
+        if self.settings.models.mlflow_tracking_uri:
             from mlflow import MlflowClient
 
             client = MlflowClient()
             parts = []
             for name in REGISTERED_NAMES.values():
-                mv = client.get_model_version_by_alias(name, self.settings.model_alias)
+                mv = client.get_model_version_by_alias(name, self.settings.models.alias)
                 parts.append(f"{name}={mv.version}")
             return ",".join(parts)
-        return bundle_fingerprint(self.settings.models_dir)
+        return bundle_fingerprint(self.settings.models.models_dir)
+
+    def _load(self) -> ModelSet:
+        models = self.loader(self.settings)
+        models.warm_up()
+        return models
 
     async def reload(self, reason: str) -> dict[str, Any]:
         async with self._lock:
             old = self.engine.models
             try:
                 fp = await asyncio.to_thread(self.fingerprint)
-                new = await asyncio.to_thread(_load, self.settings)
+                new = await asyncio.to_thread(self._load)
             except Exception as exc:
                 self.last_error = f"refused new models ({reason}): {exc}"
                 log.error(self.last_error)
@@ -77,7 +82,7 @@ class ModelManager:
             return {"swapped": True, "error": None, "serving": new.versions}
 
     async def poll(self, stop: asyncio.Event | None = None) -> None:
-        every = self.settings.model_poll_s
+        every = self.settings.models.poll_s
         if every <= 0:
             return
         while not await sleep_or_stop(stop, every):

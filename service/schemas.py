@@ -24,7 +24,8 @@ __all__ = [
     "FeedbackResponse",
 ]
 
-Channel = Literal["email", "push", "sms", "in_app", "web"]
+#: a channel name (the deployment's channels come from its vocabulary; the engine checks them)
+Channel = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$", max_length=32)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
 OfferId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 MAX_CANDIDATES = 100
@@ -55,7 +56,7 @@ class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     candidates: (
         Annotated[list[OfferId], msgspec.Meta(min_length=1, max_length=MAX_CANDIDATES)] | None
     ) = None
-    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=5)] | None = None
+    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=32)] | None = None
     experiment: ExperimentRef | None = None
     now: datetime | None = None
     explain: bool = False

@@ -20,7 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from service.settings import Settings
+from contracts.settings import Settings
 
 __all__ = [
     "KeyRing",
@@ -116,12 +116,12 @@ class KeyRing:
 
 
 def keyring_from_settings(settings: Settings) -> KeyRing:
-    api = _entries(settings.api_keys, settings.api_keys_file)
-    admin = _entries(settings.admin_keys, settings.admin_keys_file)
-    rate = settings.rate_limit_per_s
-    burst = settings.rate_limit_burst or max(rate, 1.0) * 2
+    api = _entries(settings.security.api_keys, settings.security.api_keys_file)
+    admin = _entries(settings.security.admin_keys, settings.security.admin_keys_file)
+    rate = settings.security.rate_limit_per_s
+    burst = settings.security.rate_limit_burst or max(rate, 1.0) * 2
     ring = KeyRing([a.encode() for a in api], [a.encode() for a in admin], rate, burst)
-    if ring.open and not settings.dev_mode:
+    if ring.open and not settings.security.dev_mode:
         raise RuntimeError(
             "no API key configured: set NEXTBEST_API_KEYS (or NEXTBEST_API_KEYS_FILE), "
             "or NEXTBEST_DEV_MODE=1 to run without authentication on a development machine"

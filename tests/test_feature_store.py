@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.features.vectors import RAW_FEATURES
+from contracts.features import DEFAULT_SPEC
 from training.world import World
+
+RAW_FEATURES = DEFAULT_SPEC.raw
 
 SERVICES = {
     "propensity_v1": ("customer_profile", "customer_behaviour", "customer_engagement"),

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.world import CHANNELS, HOUR_PROFILES, World, WorldConfig, generate_world
+from contracts.vocabulary import DEFAULT_CHANNELS as CHANNELS
+from training.world import HOUR_PROFILES, World, WorldConfig, generate_world
 
 FILES = (
     "offers",

@@ -36,7 +36,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from training.world import WorldConfig, generate_world
 
     cfg = WorldConfig(n_customers=args.customers, seed=args.seed)
-    out = paths().data
+    out = paths().data_dir
     t0 = time.perf_counter()
     counts = generate_world(cfg, out)
     _print_table(
@@ -49,7 +49,7 @@ def cmd_feature_store(args: argparse.Namespace) -> int:
     from training.featurestore import apply, clear_online, materialize
     from training.world import WorldConfig
 
-    cfg = json.loads((paths().data / "world.json").read_text())
+    cfg = json.loads((paths().data_dir / "world.json").read_text())
     end = WorldConfig(**cfg).end_ts
     stores = ["sqlite", "redis"] if args.online == "both" else [args.online]
     for online in stores:

@@ -43,12 +43,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from service.features.vectors import (
-    CHANNELS,
-    channel_matrix,
-    propensity_matrix,
-    send_time_matrix,
-)
+from contracts.features import DEFAULT_SPEC
+from contracts.models import FEATURE_SERVICES, KINDS
+from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
 from training.settings import paths
 
 __all__ = [
@@ -65,12 +62,7 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-KINDS: tuple[str, ...] = ("propensity", "send_time", "channel")
-SERVICES: dict[str, str] = {
-    "propensity": "propensity_v1",
-    "send_time": "send_time_v1",
-    "channel": "channel_v1",
-}
+SERVICES = FEATURE_SERVICES
 TEST_SHARE = 0.2
 MESSAGE_COLS = (
     "message_id",
@@ -133,7 +125,7 @@ class Dataset:
 
 
 def channel_index(names: pd.Series | npt.NDArray[Any]) -> I64:
-    codes = pd.Categorical(np.asarray(names), categories=list(CHANNELS)).codes
+    codes = pd.Categorical(np.asarray(names), categories=list(DEFAULT_SPEC.channels)).codes
     out: I64 = np.asarray(codes, dtype=np.int64)
     return out
 
@@ -165,6 +157,7 @@ def matrix(kind: str, raw: dict[str, F64], meta: pd.DataFrame) -> F32:
     ch = channel_index(meta["channel"])
     if kind == "propensity":
         return propensity_matrix(
+            DEFAULT_SPEC,
             raw,
             now,
             cust,
@@ -174,9 +167,11 @@ def matrix(kind: str, raw: dict[str, F64], meta: pd.DataFrame) -> F32:
             ch,
         )
     if kind == "send_time":
-        return send_time_matrix(raw, now, cust, meta["local_hour"].to_numpy(dtype=np.int64))
+        return send_time_matrix(
+            DEFAULT_SPEC, raw, now, cust, meta["local_hour"].to_numpy(dtype=np.int64)
+        )
     if kind == "channel":
-        return channel_matrix(raw, now, cust, ch)
+        return channel_matrix(DEFAULT_SPEC, raw, now, cust, ch)
     raise ValueError(kind)
 
 
@@ -189,7 +184,7 @@ def fingerprint(x: F32, y: npt.NDArray[Any]) -> str:
 
 
 def load_messages() -> pd.DataFrame:
-    m = pd.read_parquet(paths().data / "messages.parquet", columns=list(MESSAGE_COLS))
+    m = pd.read_parquet(paths().data_dir / "messages.parquet", columns=list(MESSAGE_COLS))
     m["sent_at"] = pd.to_datetime(m["sent_at"], utc=True)
     return m
 
@@ -218,7 +213,7 @@ def build_datasets(
     from tqdm import tqdm
 
     messages = load_messages()
-    offers = pd.read_parquet(paths().data / "offers.parquet")
+    offers = pd.read_parquet(paths().data_dir / "offers.parquet")
     cutoff = pd.Timestamp(messages["sent_at"].quantile(1.0 - TEST_SHARE))  # type: ignore[arg-type]
     history = messages
     log_cutoff: pd.Timestamp | None = None

@@ -52,6 +52,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from contracts.models import KINDS as MODEL_KINDS
+from contracts.records import DecisionRecord, FeedbackRecord
+
 _log = logging.getLogger(__name__)
 
 __all__ = [
@@ -64,7 +67,6 @@ __all__ = [
     "outcomes",
 ]
 
-MODEL_KINDS = ("propensity", "send_time", "channel")
 DECISION_COLUMNS: dict[str, str] = {
     "decision_id": "string",
     "ts": "datetime64[ns, UTC]",
@@ -105,43 +107,41 @@ FEEDBACK_COLUMNS: dict[str, str] = {
 }
 
 
-def _flat_one(r: dict[str, Any]) -> dict[str, Any]:
-    a = r.get("action") or {}
-    w = r.get("would_have") or {}
-    versions = r.get("model_versions") or {}
+def _flat_one(r: DecisionRecord) -> dict[str, Any]:
+    a, w = r.action, r.would_have
     row: dict[str, Any] = {
-        "decision_id": r.get("decision_id"),
-        "ts": r.get("ts"),
-        "unit": r.get("unit"),
-        "known": bool(r.get("known", False)),
-        "opted_out": bool(r.get("opted_out", False)),
-        "placement": r.get("placement"),
-        "trigger": r.get("trigger"),
-        "experiment": r.get("experiment"),
-        "arm": r.get("arm"),
-        "holdout": bool(r.get("holdout", False)),
-        "policy": r.get("policy"),
-        "choice_probability": r.get("choice_probability", 1.0),
-        "action_offer": a.get("offer"),
-        "action_channel": a.get("channel"),
-        "action_send_at": a.get("send_at"),
-        "action_local_hour": a.get("local_hour", -1),
-        "action_p": a.get("p"),
-        "action_ev": a.get("ev"),
-        "would_have_offer": w.get("offer"),
-        "would_have_channel": w.get("channel"),
-        "would_have_local_hour": w.get("local_hour", -1),
-        "would_have_p": w.get("p"),
-        "would_have_ev": w.get("ev"),
-        "n_alternatives": len(r.get("alternatives") or []),
-        "suppressed": json.dumps(r.get("suppressed") or []),
-        "cold_start": bool(r.get("cold_start", False)),
-        "degraded": ",".join(r.get("degraded") or []),
-        "model_versions": json.dumps(versions, sort_keys=True),
-        "policy_version": r.get("policy_version"),
+        "decision_id": r.decision_id,
+        "ts": r.ts,
+        "unit": r.unit,
+        "known": r.known,
+        "opted_out": r.opted_out,
+        "placement": r.placement,
+        "trigger": r.trigger,
+        "experiment": r.experiment,
+        "arm": r.arm,
+        "holdout": r.holdout,
+        "policy": r.policy,
+        "choice_probability": r.choice_probability,
+        "action_offer": a.offer if a else None,
+        "action_channel": a.channel if a else None,
+        "action_send_at": a.send_at if a else None,
+        "action_local_hour": a.local_hour if a else -1,
+        "action_p": a.p if a else None,
+        "action_ev": a.ev if a else None,
+        "would_have_offer": w.offer if w else None,
+        "would_have_channel": w.channel if w else None,
+        "would_have_local_hour": w.local_hour if w else -1,
+        "would_have_p": w.p if w else None,
+        "would_have_ev": w.ev if w else None,
+        "n_alternatives": len(r.alternatives),
+        "suppressed": json.dumps([list(s) for s in r.suppressed]),
+        "cold_start": r.cold_start,
+        "degraded": ",".join(r.degraded),
+        "model_versions": json.dumps(r.model_versions, sort_keys=True),
+        "policy_version": r.policy_version,
     }
     for k in MODEL_KINDS:
-        row[f"model_version_{k}"] = versions.get(k)
+        row[f"model_version_{k}"] = r.model_versions.get(k)
     return row
 
 
@@ -182,14 +182,16 @@ def _typed(df: pd.DataFrame, schema: dict[str, str], time_cols: tuple[str, ...])
     return out.reset_index(drop=True)
 
 
-def flatten_decisions(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Decision records (the JSON the engine appends) -> the documented flat table."""
+def flatten_decisions(records: list[DecisionRecord]) -> pd.DataFrame:
+    """Decision records (as the engine appends them) -> the documented flat table."""
     df = pd.DataFrame([_flat_one(r) for r in records], columns=list(DECISION_COLUMNS))
     return _typed(df, DECISION_COLUMNS, ("ts", "action_send_at"))
 
 
-def flatten_feedback(records: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(records, columns=list(FEEDBACK_COLUMNS))
+def flatten_feedback(records: list[FeedbackRecord]) -> pd.DataFrame:
+    df = pd.DataFrame(
+        [(r.decision_id, r.event, r.value, r.ts) for r in records], columns=list(FEEDBACK_COLUMNS)
+    )
     return _typed(df, FEEDBACK_COLUMNS, ("ts",))
 
 
@@ -198,18 +200,13 @@ def export_log(redis_url: str, out: Path, cluster: bool | None = None) -> dict[s
 
     ``cluster`` (default: NEXTBEST_REDIS_CLUSTER): ``redis_url`` names a Redis Cluster node.
     """
-    from service.adapters.redis_store import (
-        decision_streams,
-        feedback_streams,
-        read_log,
-        sync_client,
-    )
+    from service.adapters.redis_store import read_decisions, read_feedback, sync_client
     from training.settings import redis_cluster
 
     client = sync_client(redis_url, redis_cluster() if cluster is None else cluster)
     try:
-        decisions = flatten_decisions(read_log(client, decision_streams()))
-        feedback = flatten_feedback(read_log(client, feedback_streams()))
+        decisions = flatten_decisions(read_decisions(client))
+        feedback = flatten_feedback(read_feedback(client))
         decisions = decisions.sort_values("ts", kind="stable").reset_index(drop=True)
         feedback = feedback.sort_values("ts", kind="stable").reset_index(drop=True)
     finally:

@@ -35,12 +35,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from service.features.vectors import (
-    CHANNELS,
-    channel_matrix,
-    propensity_matrix,
-    send_time_matrix,
-)
+from contracts.features import DEFAULT_SPEC
+from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
 from training.dataset import Dataset, ModelData, channel_index
 
 __all__ = ["EvalResult", "ece", "evaluate_all", "format_table", "reliability_plot"]
@@ -165,7 +161,9 @@ def train_priors(ds: Dataset) -> dict[str, Any]:
     deliv = m[m["delivered"]]
     by_hour = deliv.groupby("local_hour")["opened"].mean().reindex(range(24))
     by_hour = by_hour.fillna(float(deliv["opened"].mean()))
-    by_ch = deliv.groupby("channel")["opened"].mean().reindex(list(CHANNELS)).fillna(0.0)
+    by_ch = (
+        deliv.groupby("channel")["opened"].mean().reindex(list(DEFAULT_SPEC.channels)).fillna(0.0)
+    )
     opened = m[m["opened"]]
     conv = opened.groupby("offer_id")["converted"].agg(["sum", "mean"])
     conv = conv.reindex(ds.offers["offer_id"]).fillna(0.0)
@@ -237,6 +235,7 @@ def evaluate_propensity(
     off = np.tile(np.arange(n_off), n)
     ch = np.repeat(channel_index(meta_r["channel"]), n_off)
     x = propensity_matrix(
+        DEFAULT_SPEC,
         raw_r,
         meta_r["now_day"].to_numpy(),
         cust,
@@ -280,7 +279,7 @@ def _send_time_scores(model: Any, raw: dict[str, F64], now: F64) -> F64:
     n = len(now)
     cust = np.repeat(np.arange(n), 24)
     hours = np.tile(np.arange(24), n)
-    return _predict(model, send_time_matrix(raw, now, cust, hours)).reshape(n, 24)
+    return _predict(model, send_time_matrix(DEFAULT_SPEC, raw, now, cust, hours)).reshape(n, 24)
 
 
 def _act_share(raw: dict[str, F64]) -> F64:
@@ -369,10 +368,13 @@ def evaluate_channel(ds: Dataset, model: Any, world: Any, seed: int = 42) -> Eva
 
     d = ds.models["channel"]
     tr, te = d.train, d.test
-    n_ch = len(CHANNELS)
+    n_ch = len(DEFAULT_SPEC.channels)
     tm = d.meta[tr]
     by_ch = (
-        pd.Series(d.y[tr]).groupby(tm["channel"].to_numpy()).mean().reindex(list(CHANNELS))
+        pd.Series(d.y[tr])
+        .groupby(tm["channel"].to_numpy())
+        .mean()
+        .reindex(list(DEFAULT_SPEC.channels))
     ).fillna(0.0)
     rate = by_ch.to_numpy(dtype=np.float64)
     p_te = _predict(model, d.x[te])
@@ -387,16 +389,16 @@ def evaluate_channel(ds: Dataset, model: Any, world: Any, seed: int = 42) -> Eva
         n = len(now)
         cust = np.repeat(np.arange(n), n_ch)
         chs = np.tile(np.arange(n_ch), n)
-        return _predict(model, channel_matrix(raw, now, cust, chs)).reshape(n, n_ch)
+        return _predict(model, channel_matrix(DEFAULT_SPEC, raw, now, cust, chs)).reshape(n, n_ch)
 
     def most_used(raw: dict[str, F64]) -> F64:
-        sent = np.stack([raw[f"sent_{c}"] for c in CHANNELS], axis=1)
+        sent = np.stack([raw[f"sent_{c}"] for c in DEFAULT_SPEC.channels], axis=1)
         sent = np.nan_to_num(sent, nan=0.0)
         out: F64 = sent + 1e-3 * rate[None, :]  # ties -> population open rate
         return out
 
     def consent(raw: dict[str, F64]) -> npt.NDArray[np.bool_]:
-        c = np.stack([raw[f"consent_{ch}"] for ch in CHANNELS], axis=1) == 1
+        c = np.stack([raw[f"consent_{ch}"] for ch in DEFAULT_SPEC.channels], axis=1) == 1
         out: npt.NDArray[np.bool_] = c & ~(raw["opted_out"] == 1)[:, None]
         return out
 

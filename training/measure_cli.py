@@ -71,7 +71,7 @@ def _args_report(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--policy", default=None, help="policy.yaml (default: the service's)")
     sp.add_argument(
         "--profiles",
-        default=str(paths().data / "customer_profile.parquet"),
+        default=str(paths().data_dir / "customer_profile.parquet"),
         help="customer profiles for the lifecycle breakdown (skipped if missing)",
     )
     sp.add_argument("--fail-on-srm", action="store_true", help="exit 2 on a sample-ratio mismatch")
@@ -286,7 +286,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from training.settings import paths
     from training.world import World
 
-    data = Path(args.data) if args.data else paths().data
+    data = Path(args.data) if args.data else paths().data_dir
     world = World.load(data)
     cust = simulate.sample_customers(world, min(args.customers, args.max_customers), args.seed)
     from service.domain.config import load_policy

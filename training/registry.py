@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from contracts.models import CANDIDATE, CHAMPION, EXPERIMENT, REGISTERED_NAMES
 from training.settings import paths
 
 __all__ = [
@@ -37,15 +38,6 @@ __all__ = [
     "setup_mlflow",
     "tracking_uri",
 ]
-
-EXPERIMENT = "nextbest"
-CANDIDATE = "candidate"
-CHAMPION = "champion"
-REGISTERED_NAMES: dict[str, str] = {
-    "propensity": "nextbest-propensity",
-    "send_time": "nextbest-send-time",
-    "channel": "nextbest-channel",
-}
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from contracts.features import DEFAULT_SPEC
 from service.domain.allocation import Allocation
 from service.domain.config import Arm, PolicyConfig, load_policy
 from service.domain.decision import DecisionInput, decide
-from service.features.vectors import RAW_FEATURES
 
 __all__ = ["Candidate", "candidate_actions", "logged_features", "parse_candidate"]
 
@@ -80,7 +80,7 @@ def logged_features(decisions: pd.DataFrame, store: Any | None = None) -> pd.Dat
         from training.featurestore import feature_store
 
         store = feature_store()
-    refs = [f"{view}:{name}" for view, names in RAW_FEATURES.items() for name in names]
+    refs = [f"{view}:{name}" for view, names in DEFAULT_SPEC.raw.items() for name in names]
     entity = pd.DataFrame(
         {
             "customer_id": decisions["unit"].astype(str).to_numpy(),
@@ -90,7 +90,7 @@ def logged_features(decisions: pd.DataFrame, store: Any | None = None) -> pd.Dat
     )
     joined = store.get_historical_features(entity_df=entity, features=refs).to_df()
     joined = joined.set_index("row_id").reindex(np.arange(len(decisions)))
-    names = [n for names in RAW_FEATURES.values() for n in names]
+    names = [n for names in DEFAULT_SPEC.raw.values() for n in names]
     out: pd.DataFrame = joined[names].apply(pd.to_numeric, errors="coerce").astype(np.float64)
     return out.reset_index(drop=True)
 

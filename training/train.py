@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
+from contracts.features import DEFAULT_SPEC
 from training.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
 from training.evaluate import EvalResult, evaluate_all, format_table, train_priors
 from training.models import PARAMS, fit
@@ -35,11 +35,7 @@ from training.settings import paths
 
 __all__ = ["FEATURES", "TrainResult", "offers_json", "train"]
 
-FEATURES: dict[str, list[str]] = {
-    "propensity": list(PROPENSITY_FEATURES),
-    "send_time": list(SEND_TIME_FEATURES),
-    "channel": list(CHANNEL_FEATURES),
-}
+FEATURES: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_SPEC.model_features.items()}
 EXAMPLE_ROWS = 5
 
 
@@ -140,7 +136,7 @@ def train(
     timings["fit_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    world = World.load(paths().data)
+    world = World.load(paths().data_dir)
     plot_dir = Path(tempfile.mkdtemp(prefix="nextbest-plots-"))
     results = evaluate_all(ds, models, world, plot_dir, seed)
     timings["evaluate_s"] = time.perf_counter() - t0
@@ -174,7 +170,7 @@ def train(
                 **{f"lgbm.{k}": v for k, v in PARAMS.items() if k != "random_state"},
             }
         )
-        mlflow.set_tag("world", (paths().data / "world.json").read_text())
+        mlflow.set_tag("world", (paths().data_dir / "world.json").read_text())
         for kind in KINDS:
             d = ds.models[kind]
             r = results[kind]

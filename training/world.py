@@ -24,6 +24,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+# the synthetic world's channels and categories are the default vocabulary of the contract
+from contracts.vocabulary import DEFAULT_CATEGORIES as CATEGORIES
+from contracts.vocabulary import DEFAULT_CHANNELS as CHANNELS
+
 __all__ = [
     "CATEGORIES",
     "CHANNELS",
@@ -37,17 +41,6 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-CHANNELS: tuple[str, ...] = ("email", "push", "sms", "in_app", "web")
-CATEGORIES: tuple[str, ...] = (
-    "outdoor",
-    "apparel",
-    "electronics",
-    "home",
-    "beauty",
-    "books",
-    "sports",
-    "grocery",
-)
 LIFECYCLES: tuple[str, ...] = ("new", "active", "lapsing")
 #: name -> peak local hour of engagement
 HOUR_PROFILES: dict[str, float] = {

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from contracts.features import FeatureSpec
 
 __all__ = ["FeastSdkFeatures"]
 
@@ -25,29 +26,33 @@ _TS = "__ts"  # feast.online_response.TIMESTAMP_POSTFIX
 
 
 class FeastSdkFeatures:
-    def __init__(self, store: Any, features: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, store: Any) -> None:
         self.store = store
-        self.names = [name for names in features.values() for name in names]
-        self.refs = [f"{view}:{name}" for view, names in features.items() for name in names]
 
-    def read_sync(self, customer_id: str) -> tuple[dict[str, F64] | None, float | None]:
+    def read_sync(
+        self, customer_id: str, spec: FeatureSpec
+    ) -> tuple[dict[str, F64] | None, float | None]:
         """(features as length-1 arrays, newest feature timestamp) or (None, None)."""
+        refs = [f"{view}:{name}" for view, names in spec.raw.items() for name in names]
         resp = self.store.get_online_features(
-            features=self.refs, entity_rows=[{"customer_id": customer_id}]
+            features=refs, entity_rows=[{"customer_id": customer_id}]
         ).to_dict(include_event_timestamps=True)
         values: dict[str, F64] = {}
         found = False
         newest = 0.0
-        for name in self.names:
-            v = resp[name][0]
-            if v is not None:
-                found = True
-                ts = resp.get(name + _TS, [0])[0] or 0
-                newest = max(newest, float(ts))
-            values[name] = np.array([math.nan if v is None else float(v)])
+        for names in spec.raw.values():
+            for name in names:
+                v = resp[name][0]
+                if v is not None:
+                    found = True
+                    ts = resp.get(name + _TS, [0])[0] or 0
+                    newest = max(newest, float(ts))
+                values[name] = np.array([math.nan if v is None else float(v)])
         if not found:  # unknown customer: cold start, not an error
             return None, None
         return values, newest or None
 
-    async def read(self, customer_id: str) -> tuple[dict[str, F64] | None, float | None]:
-        return await asyncio.to_thread(self.read_sync, customer_id)
+    async def read(
+        self, customer_id: str, spec: FeatureSpec
+    ) -> tuple[dict[str, F64] | None, float | None]:
+        return await asyncio.to_thread(self.read_sync, customer_id, spec)

@@ -8,6 +8,7 @@ scores to the stored output (parity).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,29 +16,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from contracts.features import FeatureSpec, feature_spec
+from contracts.models import KINDS, PARITY_TOLERANCE, REGISTERED_NAMES
+from contracts.settings import Settings
+from contracts.vocabulary import DEFAULT_VOCABULARY, Vocabulary
 from service.domain.decision import Offer, Priors
-from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
 
-__all__ = ["ModelError", "ModelSet", "load_bundle", "load_mlflow_champions"]
+__all__ = [
+    "ModelError",
+    "ModelSet",
+    "bundle_fingerprint",
+    "load_bundle",
+    "load_mlflow_champions",
+    "load_models",
+]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-KINDS = ("propensity", "send_time", "channel")
-#: the registry's model names (training/registry.py registers them under these)
-REGISTERED_NAMES = {
-    "propensity": "nextbest-propensity",
-    "send_time": "nextbest-send-time",
-    "channel": "nextbest-channel",
-}
-EXPECTED_FEATURES = {
-    "propensity": list(PROPENSITY_FEATURES),
-    "send_time": list(SEND_TIME_FEATURES),
-    "channel": list(CHANNEL_FEATURES),
-}
-PARITY_TOLERANCE = 1e-5
 
 
 class ModelError(RuntimeError):
@@ -82,6 +81,8 @@ class ModelSet:
     priors: Priors
     manifest: dict[str, Any]
     source: str
+    #: the feature names (vocabulary) the models were trained with
+    spec: FeatureSpec = dataclasses.field(default_factory=feature_spec)
 
     def propensity(self, x: F32) -> F64:
         return self.models["propensity"].score(x)
@@ -114,7 +115,7 @@ class ModelSet:
 
     def warm_up(self) -> None:
         for kind, m in self.models.items():
-            m.score(np.zeros((4, len(EXPECTED_FEATURES[kind])), dtype=np.float32))
+            m.score(np.zeros((4, len(self.spec.model_features[kind])), dtype=np.float32))
 
 
 def _epoch(value: str | float) -> float:
@@ -123,15 +124,27 @@ def _epoch(value: str | float) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+def _vocabulary(manifest: dict[str, Any], source: str) -> Vocabulary:
+    raw = manifest.get("vocabulary")
+    if raw is None:  # bundles written before the vocabulary was recorded
+        return DEFAULT_VOCABULARY
+    try:
+        return msgspec.convert(raw, Vocabulary)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ModelError(f"{source}: invalid vocabulary in the manifest: {exc}") from exc
+
+
 def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> ModelSet:
+    spec = feature_spec(_vocabulary(manifest, source))
     models: dict[str, _Model] = {}
     for kind in KINDS:
         meta = manifest["models"].get(kind)
         if meta is None:
             raise ModelError(f"{source}: manifest has no {kind} model")
-        if list(meta["features"]) != EXPECTED_FEATURES[kind]:
+        if tuple(meta["features"]) != spec.model_features[kind]:
             raise ModelError(
-                f"{source}: {kind} feature order differs from service/features/vectors.py"
+                f"{source}: {kind} feature order differs from the contract of its vocabulary "
+                "(contracts/features.py)"
             )
         missing = [k for k in ("sha256", "input_example", "expected_output") if not meta.get(k)]
         if missing:  # nothing to validate against: refuse rather than serve unchecked
@@ -155,12 +168,15 @@ def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> Mo
         if not diff <= PARITY_TOLERANCE:
             raise ModelError(f"{source}: {kind} parity check failed (max diff {diff:.2e})")
         models[kind] = model
+    unknown = sorted({str(o["category"]) for o in manifest["offers"]} - set(spec.categories))
+    if unknown:
+        raise ModelError(f"{source}: offers in categories outside the vocabulary: {unknown}")
     offers = {
         o["offer_id"]: Offer(
             offer_id=o["offer_id"],
             name=o["name"],
             category=o["category"],
-            category_idx=int(o["category_idx"]),
+            category_idx=spec.categories.index(o["category"]),
             price=float(o["price"]),
             margin=float(o["margin"]),
             valid_from=_epoch(o["valid_from"]),
@@ -177,7 +193,7 @@ def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> Mo
         offer_conversion_rate={k: float(v) for k, v in p["offer_conversion_rate"].items()},
         offer_order=list(p["offer_order"]),
     )
-    return ModelSet(models, offers, priors, manifest, source)
+    return ModelSet(models, offers, priors, manifest, source, spec)
 
 
 def load_bundle(path: Path) -> ModelSet:
@@ -251,3 +267,11 @@ def load_mlflow_champions(alias: str = "champion") -> ModelSet:
     assert base is not None
     manifest = {**base, "models": entries}
     return _build(manifest, blobs, f"mlflow:{alias}")
+
+
+def load_models(settings: Settings) -> ModelSet:
+    """The configured model set: the registry's alias when MLflow is configured, else the
+    bundle folder."""
+    if settings.models.mlflow_tracking_uri:
+        return load_mlflow_champions(settings.models.alias)
+    return load_bundle(settings.models.models_dir)

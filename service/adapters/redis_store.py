@@ -1,20 +1,9 @@
-"""Everything the service keeps in Redis, behind one adapter.
+"""Everything the service keeps in Redis about customers and decisions, behind one adapter.
 
-Keys (``{id}`` is a hash tag, so one customer's keys share a Redis Cluster slot):
-
-| key | type | content |
-|---|---|---|
-| Feast's entity key (binary) | hash | online features, written by Feast (read-only here) |
-| ``nb:{<unit>}:contacts`` | sorted set | outbound contacts, score = epoch, member ``ts|channel|decision`` |
-| ``nb:{<unit>}:purchased`` | set | offers the customer bought (from `converted` feedback) |
-| ``nb:dec:{nbSS}:<decision_id>`` | string | compact decision record for feedback (TTL) |
-| ``nb:fb:{nbSS}:<decision_id>:<event>`` | string | feedback idempotency marker (TTL) |
-| ``nb:log:decisions:{nbSS}`` / ``nb:log:feedback:{nbSS}`` | streams | decision log and outcomes (bounded) |
-
-``SS`` is the log shard (00-15) of a decision, taken from its id: a decision's record, its
-feedback markers and the streams it is appended to share one hash tag, so the idempotent
-feedback script touches one slot even on a Redis Cluster. Readers merge the 16 shards
-(:func:`decision_streams`, :func:`feedback_streams`) in time order.
+The keys are built by :mod:`contracts.keys` (the whole keyspace is documented there). A
+decision's marker, its feedback markers and the streams it is appended to share one hash tag
+(its log shard), so the idempotent feedback script touches one slot even on a Redis Cluster.
+Readers merge the 16 shards (:func:`contracts.keys.decision_streams`) in time order.
 
 Reads for a decision are one pipelined round trip (features + contacts + purchases, plus the
 real-time row and cart queued by an :class:`ExtraRead`); writes after it are a second
@@ -31,6 +20,18 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
+from contracts.features import FeatureSpec
+from contracts.keys import (
+    contacts_key,
+    decision_key,
+    decision_stream,
+    decision_streams,
+    feedback_marker_key,
+    feedback_stream,
+    feedback_streams,
+    purchased_key,
+)
+from contracts.records import DecisionRecord, FeedbackRecord, decode_decision, decode_feedback
 from service.adapters.feast_redis import FeastRedisLayout
 from service.domain.config import ContactPolicy
 
@@ -38,30 +39,13 @@ __all__ = [
     "CustomerState",
     "ExtraRead",
     "RedisStore",
-    "decision_streams",
-    "feedback_streams",
+    "read_decisions",
+    "read_feedback",
     "read_log",
     "sync_client",
 ]
 
 F64 = npt.NDArray[np.float64]
-LOG_SHARDS = 16
-
-
-def shard_tag(decision_id: str) -> str:
-    try:
-        s = int(decision_id[-2:], 16) % LOG_SHARDS
-    except ValueError:
-        s = sum(decision_id.encode()) % LOG_SHARDS
-    return f"{{nb{s:02d}}}"
-
-
-def decision_streams() -> list[str]:
-    return [f"nb:log:decisions:{{nb{s:02d}}}" for s in range(LOG_SHARDS)]
-
-
-def feedback_streams() -> list[str]:
-    return [f"nb:log:feedback:{{nb{s:02d}}}" for s in range(LOG_SHARDS)]
 
 
 # Atomically check every cap and record the contact if all hold.
@@ -135,29 +119,18 @@ class ExtraRead(Protocol):
     def parse(self, replies: list[Any]) -> Any: ...
 
 
-def contacts_key(unit: str) -> str:
-    return f"nb:{{{unit}}}:contacts"
-
-
-def purchased_key(unit: str) -> str:
-    return f"nb:{{{unit}}}:purchased"
-
-
-def decision_key(decision_id: str) -> str:
-    return f"nb:dec:{shard_tag(decision_id)}:{decision_id}"
-
-
 class RedisStore:
     def __init__(
         self,
         client: aioredis.Redis,
-        layout: FeastRedisLayout,
         policy: ContactPolicy,
+        project: str = "nextbest",
         log_maxlen: int = 10_000_000,
         record_ttl_s: int = 30 * 86400,
     ) -> None:
         self.client = client
-        self.layout = layout
+        self.project = project
+        self._layouts: dict[FeatureSpec, FeastRedisLayout] = {}
         self.policy = policy
         self.log_maxlen = log_maxlen
         self.record_ttl_s = record_ttl_s
@@ -173,29 +146,43 @@ class RedisStore:
     async def ping(self) -> bool:
         return bool(await self.client.ping())  # type: ignore[misc]
 
+    def layout(self, spec: FeatureSpec) -> FeastRedisLayout:
+        """Feast's Redis layout of the batch customer views of ``spec`` (built once per spec)."""
+        layout = self._layouts.get(spec)
+        if layout is None:
+            layout = self._layouts[spec] = FeastRedisLayout(spec.raw, project=self.project)
+        return layout
+
     async def read_customer(
-        self, unit: str, now: float, with_features: bool = True, extra: ExtraRead | None = None
+        self,
+        unit: str,
+        now: float,
+        features: FeatureSpec | None = None,
+        extra: ExtraRead | None = None,
     ) -> CustomerState:
+        """One pipelined round trip: ``extra``'s reads, the customer's features of the views of
+        ``features`` (none when None: an anonymous unit), contacts in the cap window, purchases."""
+        layout = self.layout(features) if features is not None else None
         async with self.client.pipeline(transaction=False) as pipe:
             n_extra = extra.queue(pipe, unit) if extra is not None else 0
-            if with_features:
-                pipe.hmget(self.layout.key(unit), self.layout.all_fields)  # type: ignore[arg-type]
+            if layout is not None:
+                pipe.hmget(layout.key(unit), layout.all_fields)  # type: ignore[arg-type]
             pipe.zrangebyscore(contacts_key(unit), now - self.window_s, "+inf")
             pipe.smembers(purchased_key(unit))
             replies = await pipe.execute()
         extra_state = extra.parse(replies[:n_extra]) if extra is not None else None
         replies = replies[n_extra:]
-        if with_features:
-            features, ts = self.layout.decode(replies[0])
+        if layout is not None:
+            values, ts = layout.decode(replies[0])
             replies = replies[1:]
         else:
-            features, ts = None, None
+            values, ts = None, None
         contacts = []
         for m in replies[0]:
             ts_s, ch, _ = m.decode().split("|", 2)
             contacts.append((float(ts_s), ch))
         purchased = frozenset(x.decode() for x in replies[1])
-        return CustomerState(features, ts, contacts, purchased, extra_state)
+        return CustomerState(values, ts, contacts, purchased, extra_state)
 
     async def reserve_contact(self, unit: str, channel: str, at: float, decision_id: str) -> int:
         """Record an outbound contact if every cap still holds (atomic). 0 = recorded."""
@@ -208,10 +195,9 @@ class RedisStore:
 
     async def append_decision(self, decision_id: str, record: bytes, summary: bytes | None) -> bool:
         """Append once (idempotent by decision id); False if it was already there."""
-        stream = f"nb:log:decisions:{shard_tag(decision_id)}"
         marker = summary if summary is not None else b"{}"
         result = await self._decision(
-            keys=[decision_key(decision_id), stream],
+            keys=[decision_key(decision_id), decision_stream(decision_id)],
             args=[marker, self.record_ttl_s, self.log_maxlen, record],
         )
         return bool(result)
@@ -221,10 +207,12 @@ class RedisStore:
         return out
 
     async def append_feedback(self, decision_id: str, event: str, payload: bytes) -> int:
-        tag = shard_tag(decision_id)
-        marker = f"nb:fb:{tag}:{decision_id}:{event}"
         result = await self._feedback(
-            keys=[decision_key(decision_id), marker, f"nb:log:feedback:{tag}"],
+            keys=[
+                decision_key(decision_id),
+                feedback_marker_key(decision_id, event),
+                feedback_stream(decision_id),
+            ],
             args=[self.record_ttl_s, self.log_maxlen, payload],
         )
         return int(result)
@@ -257,12 +245,10 @@ async def with_budget(coro: Any, seconds: float) -> Any:
     return await asyncio.wait_for(coro, timeout=seconds)
 
 
-def read_log(client: Any, streams: list[str]) -> list[dict[str, Any]]:
-    """Every record of the given streams (a sync redis client), oldest first (by stream id)."""
-    import msgspec
-
-    dec = msgspec.json.Decoder(dict[str, Any])
-    rows: list[tuple[bytes, dict[str, Any]]] = []
+def read_log(client: Any, streams: list[str]) -> list[bytes]:
+    """Every record of the given streams (a sync redis client), oldest first (by stream id),
+    as the raw bytes appended (decode with :mod:`contracts.records`)."""
+    rows: list[tuple[bytes, bytes]] = []
     for stream in streams:
         last = b"-"
         while True:
@@ -272,12 +258,22 @@ def read_log(client: Any, streams: list[str]) -> list[dict[str, Any]]:
             if not batch:
                 break
             for entry_id, fields in batch:
-                rows.append((entry_id, dec.decode(fields[b"record"])))
+                rows.append((entry_id, fields[b"record"]))
             last = batch[-1][0]
 
-    def key(row: tuple[bytes, dict[str, Any]]) -> tuple[int, int]:
+    def key(row: tuple[bytes, bytes]) -> tuple[int, int]:
         ms, seq = row[0].split(b"-")
         return int(ms), int(seq)
 
     rows.sort(key=key)
     return [r for _, r in rows]
+
+
+def read_decisions(client: Any) -> list[DecisionRecord]:
+    """Every decision record in Redis (all shards merged, oldest first; a sync client)."""
+    return [decode_decision(raw) for raw in read_log(client, decision_streams())]
+
+
+def read_feedback(client: Any) -> list[FeedbackRecord]:
+    """Every feedback record in Redis (all shards merged, oldest first; a sync client)."""
+    return [decode_feedback(raw) for raw in read_log(client, feedback_streams())]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 import yaml
 
-__all__ = ["Arm", "Cap", "PolicyConfig", "QuietHours", "load_policy"]
+from contracts.vocabulary import DEFAULT_CHANNELS
 
-CHANNELS = ("email", "push", "sms", "in_app", "web")
+__all__ = ["Arm", "Cap", "PolicyConfig", "QuietHours", "load_policy"]
 
 
 class _S(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -110,9 +111,10 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     experiments: Experiments
     realtime: Realtime = msgspec.field(default_factory=Realtime)
 
-    def validate(self) -> PolicyConfig:
+    def validate(self, channels: Sequence[str] = DEFAULT_CHANNELS) -> PolicyConfig:
+        """Check the policy against itself and the deployment's ``channels``."""
         for name, p in self.placements.items():
-            bad = set(p.channels) - set(CHANNELS)
+            bad = set(p.channels) - set(channels)
             if bad:
                 raise ValueError(f"placement {name}: unknown channels {sorted(bad)}")
         for exp_name, exp in self.experiments.definitions.items():
@@ -140,6 +142,8 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
 
 
-def load_policy(path: Path | None = None) -> PolicyConfig:
+def load_policy(
+    path: Path | None = None, channels: Sequence[str] = DEFAULT_CHANNELS
+) -> PolicyConfig:
     raw = yaml.safe_load((path or DEFAULT_POLICY).read_text())
-    return msgspec.convert(raw, PolicyConfig).validate()
+    return msgspec.convert(raw, PolicyConfig).validate(channels)

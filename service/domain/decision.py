@@ -15,6 +15,7 @@ population priors from the model bundle instead (flagged ``cold_start``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from contracts.features import DEFAULT_SPEC, FeatureSpec
 from service.domain.allocation import Allocation
 from service.domain.config import PolicyConfig
 from service.domain.contact import (
@@ -30,12 +32,7 @@ from service.domain.contact import (
     local_hour,
     next_allowed_hours,
 )
-from service.features.vectors import (
-    CHANNELS,
-    channel_matrix,
-    propensity_matrix,
-    send_time_matrix,
-)
+from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
 
 __all__ = [
     "Choice",
@@ -50,9 +47,6 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-CH_INDEX = {c: i for i, c in enumerate(CHANNELS)}
-#: channels that reach a person outside a session: need explicit consent
-OUTBOUND = frozenset({"email", "push", "sms"})
 #: multiplier for offers in the category of the session's cart or trigger (cold start only)
 SESSION_CATEGORY_BOOST = 1.5
 
@@ -143,6 +137,9 @@ class Decision:
     channel_scores: dict[str, float] = field(default_factory=dict)
     hour_scores: list[float] = field(default_factory=list)
     policy: str = "model"
+    #: seconds spent building model inputs and scoring them (the model path only)
+    matrices_s: float = 0.0
+    scoring_s: float = 0.0
 
 
 def _feature(features: Mapping[str, F64] | None, name: str) -> float:
@@ -156,12 +153,14 @@ def _value(cfg: PolicyConfig, offer: Offer) -> float:
     return base * cfg.arbitration.levers.get(offer.offer_id, 1.0)
 
 
-def _channels(inp: DecisionInput, cfg: PolicyConfig, out: Decision) -> list[str]:
+def _channels(
+    inp: DecisionInput, cfg: PolicyConfig, out: Decision, outbound: Sequence[str]
+) -> list[str]:
     placement = cfg.placements[inp.placement]
     allowed = [c for c in placement.channels if inp.channels is None or c in inp.channels]
     result = []
     for ch in allowed:
-        if ch in OUTBOUND:
+        if ch in outbound:  # reaches a person outside a session: needs explicit consent
             consent = _feature(inp.features, f"consent_{ch}") == 1.0 if inp.known else False
             if not consent:
                 detail = (
@@ -268,6 +267,7 @@ def _best_slot(
 
 def _score_model(
     inp: DecisionInput,
+    spec: FeatureSpec,
     scorer: Scorer,
     offers: list[Offer],
     slots: dict[str, list[tuple[float, int]]],
@@ -278,11 +278,16 @@ def _score_model(
     assert raw is not None
     now_day = inp.now / 86400.0
     chans = list(slots)
-    ch_idx = np.array([CH_INDEX[c] for c in chans], dtype=np.int64)
+    ch_idx = np.array([spec.channel_index[c] for c in chans], dtype=np.int64)
     zero1 = np.zeros(len(chans), dtype=np.int64)
-    p_ch = scorer.channel(channel_matrix(raw, now_day, zero1, ch_idx))
     hours = np.arange(24, dtype=np.int64)
-    p_h = scorer.send_time(send_time_matrix(raw, now_day, np.zeros(24, dtype=np.int64), hours))
+    t0 = time.perf_counter()
+    x_ch = channel_matrix(spec, raw, now_day, zero1, ch_idx)
+    x_h = send_time_matrix(spec, raw, now_day, np.zeros(24, dtype=np.int64), hours)
+    t1 = time.perf_counter()
+    p_ch = scorer.channel(x_ch)
+    p_h = scorer.send_time(x_h)
+    t2 = time.perf_counter()
     lift = p_h / max(float(p_h.mean()), 1e-12)
     out.channel_scores = {c: float(p) for c, p in zip(chans, p_ch, strict=True)}
     out.hour_scores = [float(x) for x in p_h]
@@ -292,10 +297,15 @@ def _score_model(
     cat = np.array([o.category_idx for o in offers], dtype=np.int64)[o_rep]
     price = np.array([o.price for o in offers])[o_rep]
     margin = np.array([o.margin for o in offers])[o_rep]
+    t3 = time.perf_counter()
     x = propensity_matrix(
-        raw, now_day, np.zeros(n_o * n_c, dtype=np.int64), cat, price, margin, c_rep
+        spec, raw, now_day, np.zeros(n_o * n_c, dtype=np.int64), cat, price, margin, c_rep
     )
+    t4 = time.perf_counter()
     p_prop = scorer.propensity(x).reshape(n_o, n_c)
+    t5 = time.perf_counter()
+    out.matrices_s = (t1 - t0) + (t4 - t3)
+    out.scoring_s = (t2 - t1) + (t5 - t4)
     choices = []
     chosen_slot = {c: _best_slot(slots[c], lift, fixed_hour) for c in chans}
     for i, o in enumerate(offers):
@@ -367,8 +377,14 @@ def _explore(pool: list[Choice], eps: float, top: int, u: float) -> tuple[Choice
 
 
 def decide(
-    inp: DecisionInput, cfg: PolicyConfig, scorer: Scorer | None, priors: Priors
+    inp: DecisionInput,
+    cfg: PolicyConfig,
+    scorer: Scorer | None,
+    priors: Priors,
+    spec: FeatureSpec = DEFAULT_SPEC,
 ) -> Decision:
+    """The decision for one request; ``spec``: the feature names the scorer's models were
+    trained with (their vocabulary: channels, categories, which channels are outbound)."""
     out = Decision(action=None)
     arm = inp.allocation.config
     out.policy = arm.policy if arm is not None else "model"
@@ -380,7 +396,7 @@ def decide(
     out.cold_start = inp.features is None or scorer is None
     if inp.contact_history is None:
         out.degraded.append("contact_history_unavailable")
-    channels = _channels(inp, cfg, out)
+    channels = _channels(inp, cfg, out, spec.vocabulary.outbound)
     slots = _contact_policy(inp, cfg, channels, out)
     offers = _eligible(inp, cfg, out)
     if not slots or not offers:
@@ -389,7 +405,7 @@ def decide(
         choices = _score_prior(inp, priors, offers, slots, fixed_hour)
     else:
         assert scorer is not None
-        choices = _score_model(inp, scorer, offers, slots, fixed_hour, out)
+        choices = _score_model(inp, spec, scorer, offers, slots, fixed_hour, out)
     boost = inp.boost_categories if not out.cold_start else frozenset()  # cold start: own boost
     choices = [_with_value(cfg, c, boost) for c in choices]
     min_p = cfg.eligibility.min_propensity

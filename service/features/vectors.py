@@ -1,12 +1,13 @@
-"""Model input vectors: one definition shared by training and the service.
+"""Model input matrices: one implementation shared by training and the service.
 
-The three models take float32 matrices whose columns are named (in order) by
-``PROPENSITY_FEATURES``, ``SEND_TIME_FEATURES`` and ``CHANNEL_FEATURES``. Both the training
-pipeline (millions of rows at once) and ``/decide`` (one customer, a few dozen rows) build
-them with the functions below, so the two can never drift apart. Inputs are column arrays
-(``raw[name]`` is a float64 array, NaN where missing), so the same code serves one customer
-or many. Large-magnitude values (calendar days) are rebased to small ones here: ONNX tree
-ensembles compare in float32.
+The three models take float32 matrices whose columns are named (in order) by the
+:class:`contracts.features.FeatureSpec` of the vocabulary they were trained with
+(``spec.propensity_features``, ``spec.send_time_features``, ``spec.channel_features``).
+Both the training pipeline (millions of rows at once) and ``/decide`` (one customer, a few
+dozen rows) build them with the functions below, so the two can never drift apart. Inputs
+are column arrays (``raw[name]`` is a float64 array, NaN where missing), so the same code
+serves one customer or many. Large-magnitude values (calendar days) are rebased to small
+ones here: ONNX tree ensembles compare in float32.
 """
 
 from __future__ import annotations
@@ -16,117 +17,14 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-__all__ = [
-    "CATEGORIES",
-    "CHANNELS",
-    "CHANNEL_FEATURES",
-    "CUSTOMER_FEATURES",
-    "PROPENSITY_FEATURES",
-    "RAW_FEATURES",
-    "SEND_TIME_FEATURES",
-    "channel_matrix",
-    "propensity_matrix",
-    "send_time_matrix",
-]
+from contracts.features import HOURS, FeatureSpec
+
+__all__ = ["channel_matrix", "customer_matrix", "propensity_matrix", "send_time_matrix"]
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Raw = Mapping[str, F64]
-
-CHANNELS: tuple[str, ...] = ("email", "push", "sms", "in_app", "web")
-CATEGORIES: tuple[str, ...] = (
-    "outdoor",
-    "apparel",
-    "electronics",
-    "home",
-    "beauty",
-    "books",
-    "sports",
-    "grocery",
-)
-HOURS = 24
-
-PROFILE_RAW = (
-    "tz_offset",
-    "opted_out",
-    "lifecycle",
-    "signup_day",
-    *(f"consent_{c}" for c in CHANNELS),
-)
-BEHAVIOUR_RAW = (
-    "recency_days",
-    "frequency_90d",
-    "monetary_90d",
-    "cart_items",
-    "cart_abandons_7d",
-    "views_total",
-    *(f"views_{c}_30d" for c in CATEGORIES),
-)
-ENGAGEMENT_RAW = (
-    *(f"sent_{c}" for c in CHANNELS),
-    *(f"open_rate_{c}" for c in CHANNELS),
-    "click_rate",
-    *(f"act_share_h{h:02d}" for h in range(HOURS)),
-)
-#: feature view -> feature names, as defined in feature_repo/features.py
-RAW_FEATURES: dict[str, tuple[str, ...]] = {
-    "customer_profile": PROFILE_RAW,
-    "customer_behaviour": BEHAVIOUR_RAW,
-    "customer_engagement": ENGAGEMENT_RAW,
-}
-
-# Customer-level columns shared by the models (tenure is derived from signup_day and now).
-CUSTOMER_FEATURES: tuple[str, ...] = (
-    "tz_offset",
-    "lifecycle",
-    "tenure_days",
-    "recency_days",
-    "frequency_90d",
-    "monetary_90d",
-    "cart_items",
-    "cart_abandons_7d",
-    "views_total",
-    *(f"views_{c}_30d" for c in CATEGORIES),
-    *(f"sent_{c}" for c in CHANNELS),
-    *(f"open_rate_{c}" for c in CHANNELS),
-    "click_rate",
-)
-PROPENSITY_FEATURES: tuple[str, ...] = (
-    *CUSTOMER_FEATURES,
-    "channel",
-    "offer_category",
-    "offer_price",
-    "offer_margin",
-    "views_offer_category_30d",
-    "offer_category_view_share",
-    "open_rate_this_channel",
-    "sent_this_channel",
-)
-SEND_TIME_FEATURES: tuple[str, ...] = (
-    "tz_offset",
-    "lifecycle",
-    "tenure_days",
-    "views_total",
-    "click_rate",
-    *(f"open_rate_{c}" for c in CHANNELS),
-    "hour",
-    "act_share_this_hour",
-    "act_share_near_hour",
-    "act_peak_distance",
-)
-CHANNEL_FEATURES: tuple[str, ...] = (
-    "tz_offset",
-    "lifecycle",
-    "tenure_days",
-    "views_total",
-    "click_rate",
-    *(f"sent_{c}" for c in CHANNELS),
-    *(f"open_rate_{c}" for c in CHANNELS),
-    "channel",
-    "open_rate_this_channel",
-    "sent_this_channel",
-)
 
 
 def _col(raw: Raw, name: str, n: int) -> F64:
@@ -142,11 +40,11 @@ def _n(raw: Raw) -> int:
     return 0
 
 
-def customer_matrix(raw: Raw, now_day: F64 | float) -> F64:
-    """(n_customers, len(CUSTOMER_FEATURES)); ``now_day`` = days since 1970-01-01."""
+def customer_matrix(spec: FeatureSpec, raw: Raw, now_day: F64 | float) -> F64:
+    """(n_customers, len(spec.customer_features)); ``now_day`` = days since 1970-01-01."""
     n = _n(raw)
-    out = np.empty((n, len(CUSTOMER_FEATURES)))
-    for j, name in enumerate(CUSTOMER_FEATURES):
+    out = np.empty((n, len(spec.customer_features)))
+    for j, name in enumerate(spec.customer_features):
         if name == "tenure_days":
             out[:, j] = np.asarray(now_day, dtype=np.float64) - _col(raw, "signup_day", n)
         else:
@@ -154,11 +52,12 @@ def customer_matrix(raw: Raw, now_day: F64 | float) -> F64:
     return out
 
 
-def _stack_per_channel(raw: Raw, prefix: str, n: int) -> F64:
-    return np.stack([_col(raw, f"{prefix}_{c}", n) for c in CHANNELS], axis=1)
+def _stack_per_channel(spec: FeatureSpec, raw: Raw, prefix: str, n: int) -> F64:
+    return np.stack([_col(raw, f"{prefix}_{c}", n) for c in spec.channels], axis=1)
 
 
 def propensity_matrix(
+    spec: FeatureSpec,
     raw: Raw,
     now_day: F64 | float,
     cust: I64,
@@ -169,14 +68,14 @@ def propensity_matrix(
 ) -> F32:
     """One row per (customer row ``cust[i]``, offer, ``channel[i]``)."""
     n = _n(raw)
-    base = customer_matrix(raw, now_day)[cust]
-    views = np.stack([_col(raw, f"views_{c}_30d", n) for c in CATEGORIES], axis=1)[cust]
+    base = customer_matrix(spec, raw, now_day)[cust]
+    views = np.stack([_col(raw, f"views_{c}_30d", n) for c in spec.categories], axis=1)[cust]
     v_cat = views[np.arange(len(cust)), offer_category]
     v_all = views.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(v_all > 0, v_cat / v_all, np.nan)
-    open_rate = _stack_per_channel(raw, "open_rate", n)[cust, channel]
-    sent = _stack_per_channel(raw, "sent", n)[cust, channel]
+    open_rate = _stack_per_channel(spec, raw, "open_rate", n)[cust, channel]
+    sent = _stack_per_channel(spec, raw, "sent", n)[cust, channel]
     extra = np.stack(
         [channel, offer_category, offer_price, offer_margin, v_cat, share, open_rate, sent],
         axis=1,
@@ -184,12 +83,13 @@ def propensity_matrix(
     return np.hstack([base, extra]).astype(np.float32)
 
 
-def send_time_matrix(raw: Raw, now_day: F64 | float, cust: I64, local_hour: I64) -> F32:
+def send_time_matrix(
+    spec: FeatureSpec, raw: Raw, now_day: F64 | float, cust: I64, local_hour: I64
+) -> F32:
     """One row per (customer row ``cust[i]``, local hour ``local_hour[i]``)."""
     n = _n(raw)
-    base_all = customer_matrix(raw, now_day)
-    idx = [CUSTOMER_FEATURES.index(f) for f in SEND_TIME_FEATURES[:10]]
-    base = base_all[cust][:, idx]
+    base_all = customer_matrix(spec, raw, now_day)
+    base = base_all[cust][:, spec.send_time_base_idx]
     shares = np.stack([_col(raw, f"act_share_h{h:02d}", n) for h in range(HOURS)], axis=1)[cust]
     rows = np.arange(len(cust))
     h = np.asarray(local_hour, dtype=np.int64) % HOURS
@@ -203,13 +103,14 @@ def send_time_matrix(raw: Raw, now_day: F64 | float, cust: I64, local_hour: I64)
     return np.hstack([base, extra]).astype(np.float32)
 
 
-def channel_matrix(raw: Raw, now_day: F64 | float, cust: I64, channel: I64) -> F32:
+def channel_matrix(
+    spec: FeatureSpec, raw: Raw, now_day: F64 | float, cust: I64, channel: I64
+) -> F32:
     """One row per (customer row ``cust[i]``, channel ``channel[i]``)."""
     n = _n(raw)
-    base_all = customer_matrix(raw, now_day)
-    idx = [CUSTOMER_FEATURES.index(f) for f in CHANNEL_FEATURES[:15]]
-    base = base_all[cust][:, idx]
-    open_rate = _stack_per_channel(raw, "open_rate", n)[cust, channel]
-    sent = _stack_per_channel(raw, "sent", n)[cust, channel]
+    base_all = customer_matrix(spec, raw, now_day)
+    base = base_all[cust][:, spec.channel_base_idx]
+    open_rate = _stack_per_channel(spec, raw, "open_rate", n)[cust, channel]
+    sent = _stack_per_channel(spec, raw, "sent", n)[cust, channel]
     extra = np.stack([channel.astype(np.float64), open_rate, sent], axis=1)
     return np.hstack([base, extra]).astype(np.float32)

@@ -17,35 +17,16 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+from contracts.features import REALTIME
 from service.adapters.feast_redis import entity_key, field_hash
 
 __all__ = [
-    "REALTIME_FEATURES",
-    "REALTIME_FLOAT",
-    "REALTIME_VIEW",
-    "REALTIME_VIEWS",
     "FeastRowWriter",
     "encode_float32",
     "encode_int64",
     "encode_string",
     "encode_timestamp",
 ]
-
-REALTIME_VIEW = "customer_realtime"
-#: feature names in the view's schema order (feature_repo/realtime.py)
-REALTIME_FEATURES: tuple[str, ...] = (
-    "cart_items_rt",
-    "cart_value_rt",
-    "last_cart_add_ts",
-    "last_purchase_ts",
-    "purchases_1h",
-    "session_views_1h",
-    "messages_opened_24h",
-    "last_event_ts",
-)
-REALTIME_FLOAT = frozenset({"cart_value_rt"})
-#: view -> features, for :class:`service.adapters.feast_redis.FeastRedisLayout`
-REALTIME_VIEWS: dict[str, tuple[str, ...]] = {REALTIME_VIEW: REALTIME_FEATURES}
 
 
 def _varint(n: int) -> bytes:
@@ -127,9 +108,10 @@ class FeastRowWriter:
         self.project = project
         self.join_key = join_key
         self._script = client.register_script(WRITE_LUA)
-        self._ts_field = f"_ts:{REALTIME_VIEW}".encode()
-        self._fields = {f: field_hash(REALTIME_VIEW, f) for f in REALTIME_FEATURES}
-        self._join_field = field_hash(REALTIME_VIEW, join_key)
+        self._ts_field = f"_ts:{REALTIME.name}".encode()
+        self._fields = {f.name: field_hash(REALTIME.name, f.name) for f in REALTIME.features}
+        self._float = frozenset(f.name for f in REALTIME.features if f.dtype == "float32")
+        self._join_field = field_hash(REALTIME.name, join_key)
 
     def key(self, entity: str) -> bytes:
         return entity_key(self.join_key, entity, self.project)
@@ -139,7 +121,7 @@ class FeastRowWriter:
         args += [self._join_field, encode_string(entity)]
         for name, fh in self._fields.items():
             v = values.get(name, 0)
-            args += [fh, encode_float32(v) if name in REALTIME_FLOAT else encode_int64(int(v))]
+            args += [fh, encode_float32(v) if name in self._float else encode_int64(int(v))]
         return args
 
     async def write(

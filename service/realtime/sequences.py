@@ -36,6 +36,15 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from contracts.keys import (
+    ACTIONS_STREAM,
+    SEQUENCE_LOG,
+    sequence_instance_key,
+    sequence_leases_key,
+    sequence_timers_key,
+)
+from contracts.records import ActionRecord, SequenceStepRecord, encode
+from contracts.vocabulary import DEFAULT_CHANNELS
 from service.background import sleep_or_stop
 from service.domain.allocation import allocate
 from service.realtime.state import RealtimeStore
@@ -50,24 +59,20 @@ __all__ = [
 ]
 
 log = logging.getLogger("nextbest.sequences")
-_json = msgspec.json.Encoder()
 
 #: an injectable clock: epoch seconds (tests pass a controllable one)
 Clock = Callable[[], float]
 Condition = Literal["cart_not_empty", "no_purchase_since_trigger"]
 
-TAG = "{nbseq}"
-TIMERS = f"nb:seq:{TAG}:timers"
-LEASES = f"nb:seq:{TAG}:leases"
-ACTIONS = "nb:actions"
-SEQ_LOG = "nb:log:sequences"
+TIMERS = sequence_timers_key()
+LEASES = sequence_leases_key()
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     wait_hours: float
     when: list[Condition] = []
     placement: str = "campaign"
-    channels: list[Literal["email", "push", "sms", "in_app", "web"]] | None = None
+    channels: list[str] | None = None  # checked against the vocabulary by load_sequences
 
 
 class Sequence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,7 +97,9 @@ class SequencesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 DEFAULT_SEQUENCES = Path(__file__).resolve().parent.parent / "config" / "sequences.yaml"
 
 
-def load_sequences(path: Path | None = None) -> SequencesConfig:
+def load_sequences(
+    path: Path | None = None, channels: tuple[str, ...] = DEFAULT_CHANNELS
+) -> SequencesConfig:
     raw = yaml.safe_load((path or DEFAULT_SEQUENCES).read_text())
     cfg = msgspec.convert(raw, SequencesConfig)
     for name, seq in cfg.sequences.items():
@@ -100,11 +107,14 @@ def load_sequences(path: Path | None = None) -> SequencesConfig:
             raise ValueError(f"sequence {name}: no steps")
         if "|" in name:
             raise ValueError(f"sequence {name}: '|' is not allowed in a name")
+        for k, step in enumerate(seq.steps):
+            unknown = sorted(set(step.channels or ()) - set(channels))
+            if unknown:
+                raise ValueError(f"sequence {name}, step {k}: unknown channels {unknown}")
     return cfg
 
 
-def instance_key(sequence: str, unit: str) -> str:
-    return f"nb:seq:{TAG}:i:{sequence}:{unit}"
+instance_key = sequence_instance_key
 
 
 def member(unit: str, sequence: str, instance: str, step: int, attempt: int = 0) -> str:
@@ -303,7 +313,7 @@ class Scheduler:
             await self._commit(m, "", 0, k, defers, unit, name)
             arm = allocate(self.experiments, unit).arm
             out = StepOutcome(unit, name, inst, k, "exited", arm=arm)
-            await self._log(out, now, {"failed": failed})
+            await self._log(out, now, {"failed": [str(c) for c in failed]})
             return out
         req = DecideRequest(
             customer_id=unit,
@@ -324,22 +334,22 @@ class Scheduler:
         if a is not None:
             action_id = f"{inst}:{k}"
             await self.client.xadd(
-                ACTIONS,
+                ACTIONS_STREAM,
                 {
                     "action_id": action_id,
-                    "record": _json.encode(
-                        {
-                            "action_id": action_id,
-                            "unit": unit,
-                            "sequence": name,
-                            "step": k,
-                            "decision_id": resp.decision_id,
-                            "arm": resp.arm,
-                            "offer_id": a.offer_id,
-                            "channel": a.channel,
-                            "send_at": a.send_at,
-                            "ts": now,
-                        }
+                    "record": encode(
+                        ActionRecord(
+                            action_id=action_id,
+                            unit=unit,
+                            sequence=name,
+                            step=k,
+                            decision_id=resp.decision_id,
+                            arm=resp.arm,
+                            offer_id=a.offer_id,
+                            channel=a.channel,
+                            send_at=a.send_at,
+                            ts=now,
+                        )
                     ),
                 },
                 maxlen=self.log_maxlen,
@@ -364,25 +374,26 @@ class Scheduler:
         await self._log(out, now, {"suppressed": sorted({s.reason for s in resp.suppressed})})
         return out
 
-    async def _log(self, o: StepOutcome, now: float, extra: dict[str, Any]) -> None:
-        rec = {
-            "ts": now,
-            "unit": o.unit,
-            "sequence": o.sequence,
-            "sequences_version": self.config.version,
-            "instance": o.instance,
-            "step": o.step,
-            "outcome": o.outcome,
-            "decision_id": o.decision_id,
-            "arm": o.arm,
-            "channel": o.channel,
-            "offer_id": o.offer_id,
-            "action_id": o.action_id,
-            **extra,
-        }
+    async def _log(self, o: StepOutcome, now: float, extra: dict[str, list[str]]) -> None:
+        rec = SequenceStepRecord(
+            ts=now,
+            unit=o.unit,
+            sequence=o.sequence,
+            sequences_version=self.config.version,
+            instance=o.instance,
+            step=o.step,
+            outcome=o.outcome,  # type: ignore[arg-type]
+            decision_id=o.decision_id,
+            arm=o.arm,
+            channel=o.channel,
+            offer_id=o.offer_id,
+            action_id=o.action_id,
+            failed=extra.get("failed"),
+            suppressed=extra.get("suppressed"),
+        )
         with contextlib.suppress(Exception):
             await self.client.xadd(
-                SEQ_LOG, {"record": _json.encode(rec)}, maxlen=self.log_maxlen, approximate=True
+                SEQUENCE_LOG, {"record": encode(rec)}, maxlen=self.log_maxlen, approximate=True
             )
 
 

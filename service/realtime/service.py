@@ -183,14 +183,14 @@ def build_realtime(client: Any, engine: Any, settings: Any, clock: Clock = time.
     """The real-time layer for an app: store, scheduler (deciding through ``engine``)."""
     from service.realtime.sequences import load_sequences
 
-    store = RealtimeStore(client, project=settings.feast_project)
+    store = RealtimeStore(client, project=settings.features.feast_project)
     scheduler = Scheduler(
         client,
-        load_sequences(settings.sequences_file),
+        load_sequences(settings.policy.sequences_file),
         store,
         engine.decide,
         engine.policy.experiments,
         clock=clock,
-        log_maxlen=settings.log_maxlen,
+        log_maxlen=settings.redis.log_maxlen,
     )
     return Realtime(store, scheduler, clock)

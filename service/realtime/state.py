@@ -1,7 +1,8 @@
 """Real-time state per unit (customer or anonymous id), identity links, and the feature row.
 
-Keys (``{u}`` is the unit's hash tag, shared with ``nb:{u}:contacts`` / ``nb:{u}:purchased``,
-so one event is one single-slot Lua call even on a Redis Cluster):
+Keys (built by :mod:`contracts.keys`; ``{u}`` is the unit's hash tag, shared with
+``nb:{u}:contacts`` / ``nb:{u}:purchased``, so one event is one single-slot Lua call even on a
+Redis Cluster):
 
 | key | type | content |
 |---|---|---|
@@ -29,16 +30,27 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.features import REALTIME
+from contracts.keys import (
+    REALTIME_WINDOWS,
+    aliases_key,
+    cart_key,
+    contacts_key,
+    event_marker_key,
+    link_key,
+    purchased_key,
+    realtime_state_key,
+    realtime_window_key,
+)
 from service.adapters.feast_redis import FeastRedisLayout
-from service.adapters.redis_store import contacts_key, purchased_key
-from service.realtime.features import REALTIME_FEATURES, REALTIME_VIEWS, FeastRowWriter
+from service.realtime.features import FeastRowWriter
 
 __all__ = ["ApplyResult", "RealtimeState", "RealtimeStore"]
 
 # KEYS: 1 state, 2 marker, 3 cart, 4 views, 5 purchases, 6 opens, 7 purchased
 # ARGV: 1 type, 2 ts (epoch s), 3 offer, 4 value, 5 quantity, 6 event id, 7 marker ttl,
 #       8 state ttl, 9 merge payload (JSON, type 'merge' only)
-# Returns {'duplicate'} or {status, row_us, <REALTIME_FEATURES in order>} (strings).
+# Returns {'duplicate'} or {status, row_us, <contracts.features.REALTIME names in order>} (strings).
 APPLY_LUA = """
 local typ = ARGV[1]
 local ts = tonumber(ARGV[2])
@@ -133,30 +145,12 @@ return {status, string.format('%.0f', row), tostring(items), string.format('%.17
 """
 
 
-def state_key(unit: str) -> str:
-    return f"nb:{{{unit}}}:rt"
-
-
-def cart_key(unit: str) -> str:
-    return f"nb:{{{unit}}}:cart"
-
-
-def link_key(anonymous_id: str) -> str:
-    return f"nb:{{{anonymous_id}}}:customer"
-
-
-def aliases_key(customer_id: str) -> str:
-    return f"nb:{{{customer_id}}}:anonymous"
-
-
 def _keys(unit: str, event_id: str) -> list[str]:
     return [
-        state_key(unit),
-        f"nb:{{{unit}}}:ev:{event_id}",
+        realtime_state_key(unit),
+        event_marker_key(unit, event_id),
         cart_key(unit),
-        f"nb:{{{unit}}}:rt:views",
-        f"nb:{{{unit}}}:rt:purchases",
-        f"nb:{{{unit}}}:rt:opens",
+        *(realtime_window_key(unit, w) for w in REALTIME_WINDOWS),
         purchased_key(unit),
     ]
 
@@ -193,7 +187,7 @@ class RealtimeStore:
     ) -> None:
         self.client = client
         self.writer = FeastRowWriter(client, project)
-        self.layout = FeastRedisLayout(REALTIME_VIEWS, project=project)
+        self.layout = FeastRedisLayout({REALTIME.name: REALTIME.names}, project=project)
         self.marker_ttl_s = marker_ttl_s
         self.state_ttl_s = state_ttl_s
         self.link_ttl_s = link_ttl_s
@@ -208,7 +202,7 @@ class RealtimeStore:
         if status == "duplicate":
             return ApplyResult(status)
         row_us = int(_s(out[1]))
-        feats = {n: float(_s(v)) for n, v in zip(REALTIME_FEATURES, out[2:], strict=True)}
+        feats = {n: float(_s(v)) for n, v in zip(REALTIME.names, out[2:], strict=True)}
         written = await self.writer.write(unit, feats, row_us)
         return ApplyResult(status, row_us, feats, written)
 
@@ -244,9 +238,11 @@ class RealtimeStore:
             pipe.expire(aliases_key(customer_id), self.link_ttl_s)
             pipe.hgetall(cart_key(a))
             pipe.smembers(purchased_key(a))
-            for k in ("views", "purchases", "opens"):
-                pipe.zrange(f"nb:{{{a}}}:rt:{k}", 0, -1, withscores=True)
-            pipe.hmget(state_key(a), ["last_purchase_ts", "last_cart_add_ts", "last_event_ts"])
+            for k in REALTIME_WINDOWS:
+                pipe.zrange(realtime_window_key(a, k), 0, -1, withscores=True)
+            pipe.hmget(
+                realtime_state_key(a), ["last_purchase_ts", "last_cart_add_ts", "last_event_ts"]
+            )
             pipe.zrange(contacts_key(a), 0, -1, withscores=True)
             r = await pipe.execute()
         cart, purchased, views, purchases, opens, stamps, contacts = r[3:]
@@ -274,9 +270,7 @@ class RealtimeStore:
                 pipe.zadd(contacts_key(customer_id), {m: s for m, s in contacts})
                 pipe.expire(contacts_key(customer_id), 8 * 86400)
             # the cart and windows moved to the customer: a second identify must not re-add them
-            pipe.delete(
-                cart_key(a), *(f"nb:{{{a}}}:rt:{k}" for k in ("views", "purchases", "opens"))
-            )
+            pipe.delete(cart_key(a), *(realtime_window_key(a, k) for k in REALTIME_WINDOWS))
             await pipe.execute()
         return res.status
 

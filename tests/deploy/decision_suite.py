@@ -34,11 +34,21 @@ from typing import Any
 
 import httpx
 
-from service.adapters.redis_store import contacts_key, decision_streams, read_log, shard_tag
+from contracts.keys import (
+    ACTIONS_STREAM,
+    SEQUENCE_LOG,
+    aliases_key,
+    cart_key,
+    contacts_key,
+    decision_stream,
+    feedback_stream,
+    link_key,
+)
+from contracts.keys import realtime_state_key as state_key
+from contracts.keys import sequence_instance_key as instance_key
+from service.adapters.redis_store import read_decisions
 from service.domain.allocation import allocate
 from service.domain.config import load_policy
-from service.realtime.sequences import ACTIONS, SEQ_LOG, instance_key
-from service.realtime.state import aliases_key, cart_key, link_key, state_key
 from tests.deploy.conftest import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -152,7 +162,7 @@ def _parse_http(reply: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def find_record(r: Any, decision_id: str) -> dict[str, Any]:
-    for _, fields in r.xrevrange(f"nb:log:decisions:{shard_tag(decision_id)}", count=500):
+    for _, fields in r.xrevrange(decision_stream(decision_id), count=500):
         rec: dict[str, Any] = json.loads(fields[b"record"])
         if rec["decision_id"] == decision_id:
             return rec
@@ -252,7 +262,7 @@ async def feedback_is_idempotent_across_replicas(dep: Deployment) -> None:
         again = await api.post("/feedback", body, replica=1)
         assert first.json()["status"] == "accepted", first.text
         assert again.json()["status"] == "duplicate", again.text
-        stream = f"nb:log:feedback:{shard_tag(d['decision_id'])}"
+        stream = feedback_stream(d["decision_id"])
         mine = [
             f
             for _, f in dep.r.xrevrange(stream, count=500)
@@ -298,7 +308,7 @@ async def due_sequence_step_fires_once(dep: Deployment) -> None:
         assert out["applied"] == 1, out
 
     def outcomes() -> list[dict[str, Any]]:
-        rows = [json.loads(f[b"record"]) for _, f in dep.r.xrevrange(SEQ_LOG, count=2000)]
+        rows = [json.loads(f[b"record"]) for _, f in dep.r.xrevrange(SEQUENCE_LOG, count=2000)]
         return [x for x in rows if x["unit"] == cid and x["ts"] >= now - 5]
 
     deadline = time.monotonic() + 30
@@ -312,7 +322,9 @@ async def due_sequence_step_fires_once(dep: Deployment) -> None:
     assert steps == Counter({(first[0]["instance"], 0): 1}), rows
     action_id = f"{first[0]['instance']}:0"
     actions = [
-        f for _, f in dep.r.xrevrange(ACTIONS, count=2000) if f[b"action_id"] == action_id.encode()
+        f
+        for _, f in dep.r.xrevrange(ACTIONS_STREAM, count=2000)
+        if f[b"action_id"] == action_id.encode()
     ]
     assert len(actions) == (1 if first[0]["outcome"] == "fired" else 0), rows
 
@@ -321,7 +333,7 @@ async def every_decision_is_logged_once(dep: Deployment) -> None:
     assert dep.decisions, "the suite made no decision"
     ids = [d["decision_id"] for d in dep.decisions]
     assert len(set(ids)) == len(ids)
-    counts = Counter(rec["decision_id"] for rec in read_log(dep.r, decision_streams()))
+    counts = Counter(rec.decision_id for rec in read_decisions(dep.r))
     missing = [i for i in ids if counts[i] != 1]
     assert not missing, f"{len(missing)} of {len(ids)} decisions not logged exactly once"
     bad = [d["degraded"] for d in dep.decisions if BAD_DEGRADED & set(d["degraded"])]

@@ -19,10 +19,12 @@ import pandas as pd
 import pytest
 import redis
 
+from contracts.features import DEFAULT_SPEC
+from contracts.keys import ACTIONS_STREAM, decision_streams, delivered_key
+from contracts.records import ActionRecord, encode
 from service.adapters.feast_redis import FeastRedisLayout
-from service.adapters.redis_store import decision_streams, sync_client
+from service.adapters.redis_store import sync_client
 from service.delivery import DeliveryWorker
-from service.features.vectors import RAW_FEATURES
 from tests.deploy.conftest import ROOT, base_env, service_env, service_process, world_people
 from tests.deploy.decision_suite import CHECKS, Check, Deployment
 
@@ -80,10 +82,10 @@ def test_feast_materialized_across_the_cluster(
     """Every master holds part of the rows; the direct read equals Feast's own online read."""
     sizes = [redis.Redis(port=p).dbsize() for p in redis_cluster.ports]
     assert all(n > 0 for n in sizes), sizes
-    layout = FeastRedisLayout(RAW_FEATURES, project="nextbest")
+    layout = FeastRedisLayout(DEFAULT_SPEC.raw, project="nextbest")
     ids = pd.read_parquet(small_world / "customer_profile.parquet")["customer_id"]
     sample = ids.sample(40, random_state=11).tolist()
-    names = [f"{view}:{f}" for view, feats in RAW_FEATURES.items() for f in feats]
+    names = [f"{view}:{f}" for view, feats in DEFAULT_SPEC.raw.items() for f in feats]
     sdk = cluster_store.get_online_features(
         features=names, entity_rows=[{"customer_id": c} for c in sample]
     ).to_dict()
@@ -142,13 +144,23 @@ def test_decision_log_export_reads_every_shard(
 def test_delivery_worker_on_the_cluster(rc: Any) -> None:
     group = "deploy-test"
     ids = [f"deploy-{i}:0" for i in range(6)]
+
+    def action(a: str) -> bytes:
+        return encode(
+            ActionRecord(
+                action_id=a, unit="C1", sequence="abandoned_cart", step=0, decision_id="d",
+                arm="model", offer_id="OFF001", channel="email",
+                send_at="2026-11-16T10:00:00+00:00", ts=0.0,
+            )
+        )  # fmt: skip
+
     for a in ids:
-        rc.xadd("nb:actions", {"action_id": a, "record": json.dumps({"action_id": a})})
-    rc.xadd("nb:actions", {"action_id": ids[0], "record": json.dumps({"action_id": ids[0]})})
-    sent: list[dict[str, Any]] = []
+        rc.xadd(ACTIONS_STREAM, {"action_id": a, "record": action(a)})
+    rc.xadd(ACTIONS_STREAM, {"action_id": ids[0], "record": action(ids[0])})
+    sent: list[ActionRecord] = []
     worker = DeliveryWorker(rc, "w1", send=sent.append, group=group)
     worker.run_once()
-    assert sorted(a["action_id"] for a in sent if a["action_id"] in ids) == ids  # repeat dropped
-    markers = {rc.get_node_from_key(f"nb:delivered:{{{a}}}").port for a in ids}
+    assert sorted(a.action_id for a in sent if a.action_id in ids) == ids  # repeat dropped
+    markers = {rc.get_node_from_key(delivered_key(a)).port for a in ids}
     assert len(markers) > 1  # markers on several masters
-    assert rc.xpending("nb:actions", group)["pending"] == 0
+    assert rc.xpending(ACTIONS_STREAM, group)["pending"] == 0

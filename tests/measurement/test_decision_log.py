@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import redis
 
-from service.adapters.redis_store import decision_streams, feedback_streams, shard_tag
+from contracts.keys import decision_stream, decision_streams, feedback_stream, feedback_streams
 from training import decision_log, ope
 from training.cli import main
 from training.log_training import MESSAGE_COLUMNS, append_log_rows, rows_from_log
@@ -65,14 +65,14 @@ def export(redis_url: str, tmp_path: Path) -> Path:
     gone = make_record(200, "explore", None)
     gone["suppressed"] = [["frequency_cap", "OFF001", "email"]]
     for rec in records:
-        r.xadd(f"nb:log:decisions:{shard_tag(rec['decision_id'])}", {"record": json.dumps(rec)})
+        r.xadd(decision_stream(rec["decision_id"]), {"record": json.dumps(rec)})
     opted = {"decision_id": "0" * 12 + "ff" * 8, "ts": T0, "opted_out": True,
              "placement": "campaign", "policy_version": "2026-11-22.1"}  # fmt: skip
-    r.xadd(f"nb:log:decisions:{shard_tag(opted['decision_id'])}", {"record": json.dumps(opted)})
-    r.xadd(f"nb:log:decisions:{shard_tag(gone['decision_id'])}", {"record": json.dumps(gone)})
+    r.xadd(decision_stream(opted["decision_id"]), {"record": json.dumps(opted)})
+    r.xadd(decision_stream(gone["decision_id"]), {"record": json.dumps(gone)})
     for rec in records[::3]:
         did = rec["decision_id"]
-        fb = f"nb:log:feedback:{shard_tag(did)}"
+        fb = feedback_stream(did)
         r.xadd(fb, {"record": json.dumps({"decision_id": did, "event": "opened", "value": None,
                                           "ts": rec["ts"] + 7200})})  # fmt: skip
         r.xadd(fb, {"record": json.dumps({"decision_id": did, "event": "converted",

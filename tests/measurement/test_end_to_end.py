@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 from litestar.testing import AsyncTestClient
 
+from contracts.settings import Settings
 from service.app import create_app
 from service.domain.config import load_policy
-from service.settings import Settings
+from tests.support import make_settings
 from training import decision_log, ope, replay
 from training.cli import main
 
@@ -34,14 +35,14 @@ NOW = "2026-11-18T09:00:00Z"  # a day no other test decides on
 def settings(
     redis_url: str, model_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        models_dir=model_bundle,
-        api_keys=API_KEY,
-        spool_dir=tmp_path_factory.mktemp("spool"),
-        model_poll_s=0,
-        redis_timeout_ms=1000,
-        scheduler_poll_s=0,
+    return make_settings(
+        NEXTBEST_REDIS_URL=redis_url,
+        NEXTBEST_MODELS_DIR=model_bundle,
+        NEXTBEST_API_KEYS=API_KEY,
+        NEXTBEST_SPOOL_DIR=tmp_path_factory.mktemp("spool"),
+        NEXTBEST_MODEL_POLL_S=0,
+        NEXTBEST_REDIS_TIMEOUT_MS=1000,
+        NEXTBEST_SCHEDULER_POLL_S=0,
     )
 
 

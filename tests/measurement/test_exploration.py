@@ -14,10 +14,13 @@ import msgspec
 import numpy as np
 import pytest
 
+from contracts.features import DEFAULT_SPEC
 from service.domain.allocation import allocate
 from service.domain.config import Arm, PolicyConfig, load_policy
 from service.domain.decision import DecisionInput, Offer, Priors, decide
-from service.features.vectors import CHANNELS, RAW_FEATURES
+
+CHANNELS = DEFAULT_SPEC.channels
+RAW_FEATURES = DEFAULT_SPEC.raw
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC).timestamp()
 GRID = (np.arange(4000) + 0.5) / 4000  # U(0, 1) quantiles

@@ -11,8 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from contracts.vocabulary import DEFAULT_CHANNELS as CHANNELS
 from training import simulate
-from training.world import CHANNELS, World
+from training.world import World
 
 
 @pytest.fixture(scope="module")

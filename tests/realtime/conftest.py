@@ -16,9 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
+from contracts.settings import Settings
 from service.app import create_app
 from service.realtime.sequences import LEASES, TIMERS
-from service.settings import Settings
+from tests.support import make_settings
 
 API_KEY = "rt-test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -47,17 +48,18 @@ async def clean_timers(r: aioredis.Redis) -> None:
     await r.delete(TIMERS, LEASES)
 
 
-def settings_for(redis_url: str, models_dir: Path, spool: Path, **kw: Any) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        models_dir=models_dir,
-        api_keys=API_KEY,
-        spool_dir=spool,
-        model_poll_s=0,
-        scheduler_poll_s=0,
-        redis_timeout_ms=500,
-        **kw,
-    )
+def settings_for(redis_url: str, models_dir: Path, spool: Path, **env: Any) -> Settings:
+    """``env``: more NEXTBEST_* variables (or overrides)."""
+    base: dict[str, object] = {
+        "NEXTBEST_REDIS_URL": redis_url,
+        "NEXTBEST_MODELS_DIR": models_dir,
+        "NEXTBEST_API_KEYS": API_KEY,
+        "NEXTBEST_SPOOL_DIR": spool,
+        "NEXTBEST_MODEL_POLL_S": 0,
+        "NEXTBEST_SCHEDULER_POLL_S": 0,
+        "NEXTBEST_REDIS_TIMEOUT_MS": 500,
+    }
+    return make_settings(**{**base, **env})
 
 
 @pytest.fixture

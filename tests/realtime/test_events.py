@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from service.adapters.redis_store import purchased_key, shard_tag
+from contracts.keys import aliases_key, decision_stream, link_key, purchased_key
 from service.realtime.schemas import MAX_EVENTS
-from service.realtime.state import RealtimeStore, aliases_key, link_key
+from service.realtime.state import RealtimeStore
 from tests.realtime.conftest import AUTH, ts_iso
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -167,7 +167,7 @@ async def test_decide_right_after_an_event_sees_it(
     )
     assert resp.status_code == 200 and time.monotonic() - t0 < 1.0
     did = resp.json()["decision_id"]
-    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(did)}", count=50)
+    rows = await r.xrevrange(decision_stream(did), count=50)
     rec = next(json.loads(f[b"record"]) for _, f in rows if did.encode() in f[b"record"])
     assert rec["realtime"]["cart_items_rt"] == 1
     assert 0 <= rec["realtime"]["last_cart_add_age_s"] < 2
@@ -187,7 +187,7 @@ async def test_decide_right_after_an_event_sees_it(
     )  # fmt: skip
     assert by_anon.json()["arm"] == by_cust.json()["arm"]
     did = by_anon.json()["decision_id"]
-    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(did)}", count=50)
+    rows = await r.xrevrange(decision_stream(did), count=50)
     rec = next(json.loads(f[b"record"]) for _, f in rows if did.encode() in f[b"record"])
     assert rec["unit"] == uid and rec["known"] and rec["realtime"]["alias"] == f"{uid}-a"
 
@@ -215,7 +215,7 @@ async def test_cart_and_purchase_events_shape_the_next_decision(
     )
     body = {"customer_id": cid, "context": {"placement": "home_banner"}}
     d = (await client_models.post("/decide", json=body, headers=AUTH)).json()
-    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(d['decision_id'])}", count=50)
+    rows = await r.xrevrange(decision_stream(d["decision_id"]), count=50)
     rec = next(
         json.loads(f[b"record"]) for _, f in rows if d["decision_id"].encode() in f[b"record"]
     )

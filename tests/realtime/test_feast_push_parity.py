@@ -14,10 +14,9 @@ from feast.data_source import PushMode
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from contracts.features import REALTIME
 from service.adapters.feast_redis import decode_timestamp, decode_value
 from service.realtime.features import (
-    REALTIME_FEATURES,
-    REALTIME_VIEW,
     FeastRowWriter,
     encode_float32,
     encode_int64,
@@ -79,11 +78,11 @@ async def test_direct_write_equals_feast_push(redis_store: Any, redis_url: str, 
     assert ha.pop(join) == encode_string(a) and hb.pop(join) == encode_string(b)
     assert ha == hb  # byte for byte
 
-    names = [f"{REALTIME_VIEW}:{f}" for f in REALTIME_FEATURES]
+    names = [f"{REALTIME.name}:{f}" for f in REALTIME.names]
     got = redis_store.get_online_features(
         features=names, entity_rows=[{"customer_id": a}, {"customer_id": b}]
     ).to_dict()
-    for f in REALTIME_FEATURES:
+    for f in REALTIME.names:
         va, vb = got[f]
         assert va == vb and not (isinstance(va, float) and math.isnan(va)), f
         assert va == pytest.approx(ROW[f]), f

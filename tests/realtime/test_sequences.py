@@ -18,11 +18,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from service.adapters.redis_store import contacts_key, shard_tag
+from contracts.keys import ACTIONS_STREAM as ACTIONS
+from contracts.keys import contacts_key, decision_stream
+from contracts.records import ActionRecord, encode
 from service.delivery import DeliveryWorker
 from service.domain.config import load_policy
 from service.realtime.sequences import (
-    ACTIONS,
     CLAIM_LUA,
     LEASES,
     TIMERS,
@@ -192,14 +193,20 @@ async def test_delivery_worker_acks_and_drops_repeats(
     redis_url: str, uid: str, clean_timers: None
 ) -> None:
     sync = redis.Redis.from_url(redis_url)
-    sent: list[dict[str, Any]] = []
+    sent: list[ActionRecord] = []
     worker = DeliveryWorker(sync, "w1", send=sent.append, group=f"g-{uid}")
     worker.run_once()  # drain what earlier tests left
     sent.clear()
-    rec = json.dumps({"action_id": f"{uid}:0", "unit": uid})
+    rec = encode(
+        ActionRecord(
+            action_id=f"{uid}:0", unit=uid, sequence="abandoned_cart", step=0,
+            decision_id="d0", arm="model", offer_id="OFF001", channel="email",
+            send_at="2026-11-16T10:00:00+00:00", ts=0.0,
+        )
+    )  # fmt: skip
     sync.xadd(ACTIONS, {"action_id": f"{uid}:0", "record": rec})
     sync.xadd(ACTIONS, {"action_id": f"{uid}:0", "record": rec})  # re-emitted after a crash
-    assert worker.run_once() == 1 and [a["action_id"] for a in sent] == [f"{uid}:0"]
+    assert worker.run_once() == 1 and [a.action_id for a in sent] == [f"{uid}:0"]
     assert sync.xpending(ACTIONS, f"g-{uid}")["pending"] == 0
     sync.close()
 
@@ -208,20 +215,19 @@ async def test_delivery_worker_acks_and_drops_repeats(
 @pytest.fixture
 async def engine(redis_url: str, bundle: Path, tmp_path: Path) -> Any:
     """The app's engine and real-time layer, built as the lifespan builds them (this loop)."""
-    from service.adapters.feast_redis import FeastRedisLayout
+    from service.adapters.models import load_models
     from service.adapters.redis_store import RedisStore
     from service.adapters.spool import Spool
-    from service.app import load_models, redis_client
+    from service.app import redis_client
     from service.engine import DecisionEngine
-    from service.features.vectors import RAW_FEATURES
     from service.observability import Metrics
     from service.realtime.service import build_realtime
 
     s = settings_for(redis_url, bundle, tmp_path / "spool")
     policy = load_policy()
     client = redis_client(s)
-    store = RedisStore(client, FeastRedisLayout(RAW_FEATURES), policy.contact_policy)
-    eng = DecisionEngine(load_models(s), policy, store, Spool(s.spool_dir), Metrics(), 0.5)
+    store = RedisStore(client, policy.contact_policy)
+    eng = DecisionEngine(load_models(s), policy, store, Spool(s.paths.spool_dir), Metrics(), 0.5)
     eng.realtime = build_realtime(client, eng, s)
     yield eng
     await store.close()
@@ -252,7 +258,7 @@ async def test_steps_decide_through_the_engine_with_caps_and_quiet_hours(
     assert len(out) == 1 and out[0].outcome in ("fired", "no_action", "deferred")
     o = out[0]
     assert o.decision_id and o.arm  # logged like a decision, with the arm
-    rows = await r.xrevrange(f"nb:log:decisions:{shard_tag(o.decision_id)}", count=100)
+    rows = await r.xrevrange(decision_stream(o.decision_id), count=100)
     rec = next(json.loads(f[b"record"]) for _, f in rows if o.decision_id.encode() in f[b"record"])
     assert rec["trigger"] == "seq:abandoned_cart:0" and rec["arm"] == o.arm
     if o.outcome == "fired" and o.channel in ("email", "push", "sms"):

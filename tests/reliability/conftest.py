@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.settings import Settings
 from loadtests.faults import RedisProcess, free_port
-from service.settings import Settings
+from tests.support import make_settings
 
 API_KEY = "rel-api-key"
 ADMIN_KEY = "rel-admin-key"
@@ -40,16 +41,17 @@ def dead_port() -> int:
     return free_port()
 
 
-def settings_for(redis_url: str, bundle: Path, spool: Path, **over: object) -> Settings:
+def settings_for(redis_url: str, bundle: Path, spool: Path, **env: object) -> Settings:
+    """The reliability tests' settings; ``env``: more NEXTBEST_* variables (or overrides)."""
     base: dict[str, object] = {
-        "redis_url": redis_url,
-        "models_dir": bundle,
-        "api_keys": API_KEY,
-        "admin_keys": f"sha256:{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}",
-        "spool_dir": spool,
-        "model_poll_s": 0,
-        "redis_timeout_ms": 50,
-        "scheduler_poll_s": 0,
+        "NEXTBEST_REDIS_URL": redis_url,
+        "NEXTBEST_MODELS_DIR": bundle,
+        "NEXTBEST_API_KEYS": API_KEY,
+        "NEXTBEST_ADMIN_KEYS": f"sha256:{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}",
+        "NEXTBEST_SPOOL_DIR": spool,
+        "NEXTBEST_MODEL_POLL_S": 0,
+        "NEXTBEST_REDIS_TIMEOUT_MS": 50,
+        "NEXTBEST_SCHEDULER_POLL_S": 0,
     }
-    base.update(over)
-    return Settings(**base)  # type: ignore[arg-type]
+    base.update(env)
+    return make_settings(**base)

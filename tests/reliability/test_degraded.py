@@ -12,13 +12,9 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
+from contracts.keys import purchased_key
 from loadtests.faults import RedisProcess
-from service.adapters.redis_store import (
-    decision_streams,
-    feedback_streams,
-    purchased_key,
-    read_log,
-)
+from service.adapters.redis_store import read_decisions, read_feedback
 from service.app import create_app
 from tests.reliability.conftest import AUTH, settings_for
 
@@ -109,10 +105,10 @@ async def test_redis_down_then_back_without_a_restart(
             d = await decide(c, anonymous_id="anon-2", context={"placement": "home_banner"})
             assert d["degraded"] == []
             r = redis.Redis.from_url(url)
-            logged = [x["decision_id"] for x in read_log(r, decision_streams())]
+            logged = [x.decision_id for x in read_decisions(r)]
             assert sorted(logged) == sorted([*ids, d["decision_id"]])  # each exactly once
-            fbs = list(read_log(r, feedback_streams()))
-            assert sorted((x["decision_id"], x["event"]) for x in fbs) == sorted(
+            fbs = list(read_feedback(r))
+            assert sorted((x.decision_id, x.event) for x in fbs) == sorted(
                 [(web["decision_id"], "clicked"), (buyer["decision_id"], "converted")]
             )
             # what the replayed purchase implies was applied too: the offer is excluded now
@@ -160,10 +156,7 @@ async def test_a_stalled_redis_does_not_stall_decisions(
         waiter.join()
         assert answered_during_pause == [True]
         await wait_until(lambda: _no_pending(app))
-        logged = {
-            x["decision_id"]
-            for x in read_log(redis.Redis.from_url(own_redis.url), decision_streams())
-        }
+        logged = {x.decision_id for x in read_decisions(redis.Redis.from_url(own_redis.url))}
         assert {a["decision_id"] for a in answers} <= logged
 
 
@@ -204,7 +197,7 @@ async def test_feedback_racing_the_replay_of_its_decision_is_spooled_not_refused
 ) -> None:
     """A decision spooled while Redis failed; its feedback asks Redis just before the replay
     lands the decision and forgets it: the feedback is queued (200), never a 404."""
-    from service.app import _replay_once
+    from service.engine.replay import replay_once as _replay_once
 
     app = create_app(settings_for(own_redis.url, model_bundle, tmp_path / "spool"))
     async with AsyncTestClient(app=app) as c:
@@ -239,7 +232,7 @@ async def test_feedback_racing_the_replay_of_its_decision_is_spooled_not_refused
         del engine.spool.has_pending  # the background loop replays the queued feedback
         await wait_until(lambda: _no_pending(app))
         r = redis.Redis.from_url(own_redis.url)
-        assert [(x["decision_id"], x["event"]) for x in read_log(r, feedback_streams())] == [
+        assert [(x.decision_id, x.event) for x in read_feedback(r)] == [
             (d["decision_id"], "clicked")
         ]
-        assert [x["decision_id"] for x in read_log(r, decision_streams())] == [d["decision_id"]]
+        assert [x.decision_id for x in read_decisions(r)] == [d["decision_id"]]

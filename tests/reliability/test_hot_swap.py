@@ -51,7 +51,9 @@ async def test_swap_under_load_then_refuse_broken_sets(
     served = tmp_path / "models"
     stage_bundle(model_bundle, served)
     old = versions(served)
-    app = create_app(settings_for(redis_url, served, tmp_path / "spool", redis_timeout_ms=500))
+    app = create_app(
+        settings_for(redis_url, served, tmp_path / "spool", NEXTBEST_REDIS_TIMEOUT_MS=500)
+    )
     async with AsyncTestClient(app=app) as c:
         seen: list[tuple[int, dict[str, str]]] = []
         stop = asyncio.Event()
@@ -119,7 +121,13 @@ async def test_polling_picks_up_a_new_bundle_by_itself(
     served = tmp_path / "models"
     stage_bundle(model_bundle, served)
     app = create_app(
-        settings_for(redis_url, served, tmp_path / "spool", model_poll_s=0.2, redis_timeout_ms=500)
+        settings_for(
+            redis_url,
+            served,
+            tmp_path / "spool",
+            NEXTBEST_MODEL_POLL_S=0.2,
+            NEXTBEST_REDIS_TIMEOUT_MS=500,
+        )
     )
     async with AsyncTestClient(app=app) as c:
         stage_bundle(model_bundle, served, tag="polled")

@@ -36,8 +36,8 @@ async def test_moving_the_champion_alias_swaps_models(
     uri = os.environ["MLFLOW_TRACKING_URI"]
     app = create_app(
         settings_for(
-            redis_url, tmp_path / "no-bundle", tmp_path / "spool", mlflow_tracking_uri=uri,
-            redis_timeout_ms=500,
+            redis_url, tmp_path / "no-bundle", tmp_path / "spool", MLFLOW_TRACKING_URI=uri,
+            NEXTBEST_REDIS_TIMEOUT_MS=500,
         )
     )  # fmt: skip
     try:

@@ -20,7 +20,7 @@ import redis
 from litestar.testing import AsyncTestClient
 
 from loadtests.faults import free_port, redis_binary
-from service.adapters.redis_store import decision_streams, read_log
+from service.adapters.redis_store import read_decisions
 from service.app import create_app
 from tests.reliability.conftest import AUTH, settings_for
 
@@ -111,7 +111,9 @@ async def test_rediss_with_password(
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
     with pytest.raises(redis.ConnectionError):  # the server speaks TLS only
         redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=1).ping()
-    app = create_app(settings_for(url, model_bundle, tmp_path / "spool", redis_timeout_ms=500))
+    app = create_app(
+        settings_for(url, model_bundle, tmp_path / "spool", NEXTBEST_REDIS_TIMEOUT_MS=500)
+    )
     async with AsyncTestClient(app=app) as c:
         assert (await c.get("/ready")).status_code == 200
         d = await _decide(c)
@@ -120,8 +122,8 @@ async def test_rediss_with_password(
             "/feedback", json={"decision_id": d["decision_id"], "event": "clicked"}, headers=AUTH
         )
         assert fb.json()["status"] == "accepted"
-    logged = read_log(redis.Redis.from_url(url), decision_streams())
-    assert [r["decision_id"] for r in logged] == [d["decision_id"]]
+    logged = read_decisions(redis.Redis.from_url(url))
+    assert [r.decision_id for r in logged] == [d["decision_id"]]
 
 
 async def test_a_wrong_password_is_not_ready_and_degrades(
@@ -129,7 +131,9 @@ async def test_a_wrong_password_is_not_ready_and_degrades(
 ) -> None:
     port, ca = tls_redis
     url = f"rediss://:wrong@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-    app = create_app(settings_for(url, model_bundle, tmp_path / "spool", redis_timeout_ms=500))
+    app = create_app(
+        settings_for(url, model_bundle, tmp_path / "spool", NEXTBEST_REDIS_TIMEOUT_MS=500)
+    )
     async with AsyncTestClient(app=app) as c:
         ready = await c.get("/ready")
         assert ready.status_code == 503 and "redis unreachable" in ready.json()["problems"][0]

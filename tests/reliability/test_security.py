@@ -22,9 +22,9 @@ async def test_rate_limit_is_per_key(model_bundle: Path, redis_url: str, tmp_pat
         redis_url,
         model_bundle,
         tmp_path / "spool",
-        api_keys=f"{API_KEY},other-key",
-        rate_limit_per_s=0.5,
-        rate_limit_burst=2,
+        NEXTBEST_API_KEYS=f"{API_KEY},other-key",
+        NEXTBEST_RATE_LIMIT_PER_S=0.5,
+        NEXTBEST_RATE_LIMIT_BURST=2,
     )
     body = {"anonymous_id": "rl-1", "context": {"placement": "home_banner"}, "now": NOW}
     async with AsyncTestClient(app=create_app(s)) as c:
@@ -51,7 +51,9 @@ async def test_cors_is_off_unless_configured(
         r = await c.options("/decide", headers=preflight)
         assert "access-control-allow-origin" not in r.headers
     on = create_app(
-        settings_for(redis_url, model_bundle, tmp_path / "s2", cors_origins="https://shop.example")
+        settings_for(
+            redis_url, model_bundle, tmp_path / "s2", NEXTBEST_CORS_ORIGINS="https://shop.example"
+        )
     )
     async with AsyncTestClient(app=on) as c:
         r = await c.options("/decide", headers=preflight)
@@ -66,7 +68,7 @@ async def test_logs_carry_no_ids_and_no_keys(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     customer, visitor = "C0000042", "anon-secret-visitor"
-    s = settings_for(redis_url, model_bundle, tmp_path / "spool", log_level="DEBUG")
+    s = settings_for(redis_url, model_bundle, tmp_path / "spool", NEXTBEST_LOG_LEVEL="DEBUG")
     async with AsyncTestClient(app=create_app(s)) as c:
         for body in (
             {"customer_id": customer, "context": {"placement": "campaign"}, "explain": True},

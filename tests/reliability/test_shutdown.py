@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from loadtests.faults import API_KEY, RedisProcess, free_port, start_service
-from service.adapters.redis_store import decision_streams, read_log
+from service.adapters.redis_store import read_decisions
 
 pytestmark = [pytest.mark.slow]
 
@@ -81,9 +81,7 @@ def test_sigterm_drains_in_flight_requests_and_flushes_the_spool(
         assert all(done > term_at for _, _, done in results)
         # the spool was flushed into Redis on the way out
         assert not [p for p in spool.iterdir() if p.stat().st_size > 0]
-        logged = [
-            r["decision_id"] for r in read_log(redis.Redis.from_url(rp.url), decision_streams())
-        ]
+        logged = [r.decision_id for r in read_decisions(redis.Redis.from_url(rp.url))]
         assert set(spooled) <= set(logged) and len(logged) == len(set(logged)) == 2005
     finally:
         if svc.poll() is None:

@@ -12,11 +12,14 @@ import msgspec
 import numpy as np
 import pytest
 
+from contracts.features import DEFAULT_SPEC
 from service.domain.allocation import AllocationError, allocate, bucket
 from service.domain.config import ContactPolicy, PolicyConfig, QuietHours, load_policy
 from service.domain.contact import blocked_by_caps, local_hour, next_allowed_hours
 from service.domain.decision import DecisionInput, Offer, Priors, decide
-from service.features.vectors import CHANNELS, RAW_FEATURES
+
+CHANNELS = DEFAULT_SPEC.channels
+RAW_FEATURES = DEFAULT_SPEC.raw
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC).timestamp()  # 12:00 UTC
 

@@ -13,8 +13,8 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
+from contracts.features import DEFAULT_SPEC
 from service.adapters.feast_redis import FeastRedisLayout, decode_value, entity_key
-from service.features.vectors import RAW_FEATURES
 
 pytestmark = pytest.mark.redis
 
@@ -49,11 +49,11 @@ def test_value_decoder_matches_protobuf(value: Value) -> None:
 
 
 def test_direct_read_equals_feast_sdk(redis_store: Any, redis_url: str, small_world: Path) -> None:
-    layout = FeastRedisLayout(RAW_FEATURES, project="nextbest")
+    layout = FeastRedisLayout(DEFAULT_SPEC.raw, project="nextbest")
     client = redis.Redis.from_url(redis_url)
     ids = pd.read_parquet(small_world / "customer_profile.parquet")["customer_id"]
     sample = [*ids.sample(60, random_state=3).tolist(), "C_NOT_THERE"]
-    names = [f"{view}:{f}" for view, feats in RAW_FEATURES.items() for f in feats]
+    names = [f"{view}:{f}" for view, feats in DEFAULT_SPEC.raw.items() for f in feats]
     sdk = redis_store.get_online_features(
         features=names, entity_rows=[{"customer_id": c} for c in sample]
     ).to_dict()

@@ -3,16 +3,17 @@ online store) decide exactly as the direct read of Feast's Redis layout does."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pandas as pd
 import pytest
 from litestar.testing import AsyncTestClient
 
+from contracts.settings import Settings
 from service.app import create_app
-from service.settings import Settings
+from tests.support import make_settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -28,11 +29,15 @@ async def test_sdk_source_decides_like_the_redis_layout(
     redis_store: Any,
     tmp_path: Path,
 ) -> None:
-    base = Settings(
-        redis_url=redis_url, models_dir=model_bundle, api_keys=KEY, spool_dir=tmp_path,
-        model_poll_s=0, scheduler_poll_s=0, redis_timeout_ms=1000,
-    )  # fmt: skip
-    sdk = msgspec.structs.replace(base, feature_source="feast", feature_timeout_ms=5000)
+    env: dict[str, object] = {
+        "NEXTBEST_REDIS_URL": redis_url, "NEXTBEST_MODELS_DIR": model_bundle,
+        "NEXTBEST_API_KEYS": KEY, "NEXTBEST_SPOOL_DIR": tmp_path, "NEXTBEST_MODEL_POLL_S": 0,
+        "NEXTBEST_SCHEDULER_POLL_S": 0, "NEXTBEST_REDIS_TIMEOUT_MS": 1000,
+        # the SDK reads the repository the offline tools applied (this session's var dir)
+        "NEXTBEST_VAR_DIR": os.environ["NEXTBEST_VAR_DIR"],
+    }  # fmt: skip
+    base = make_settings(**env)
+    sdk = make_settings(**env, NEXTBEST_FEATURE_SOURCE="feast", NEXTBEST_FEATURE_TIMEOUT_MS=5000)
     truth = pd.read_parquet(small_world / "truth_customers.parquet")
     people = truth.loc[~truth["anonymous"] & ~truth["opted_out"], "customer_id"].iloc[:12]
     answers: dict[str, list[dict[str, Any]]] = {}

@@ -13,11 +13,12 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
-from service.adapters.redis_store import feedback_streams, shard_tag
+from contracts.keys import decision_stream, feedback_streams
+from contracts.settings import Settings
 from service.app import create_app
 from service.domain.allocation import allocate
 from service.domain.config import load_policy
-from service.settings import Settings
+from tests.support import make_settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -31,16 +32,22 @@ NOW = "2026-11-16T09:00:00Z"
 def settings(
     redis_url: str, model_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        models_dir=model_bundle,
-        api_keys=API_KEY,
-        admin_keys=f"sha256:{__import__('hashlib').sha256(ADMIN_KEY.encode()).hexdigest()}",
-        spool_dir=tmp_path_factory.mktemp("spool"),
-        max_body_bytes=64_000,
-        model_poll_s=0,
-        redis_timeout_ms=500,
-    )
+    return make_settings(**settings_env(redis_url, model_bundle, tmp_path_factory))
+
+
+def settings_env(
+    redis_url: str, model_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    return {
+        "NEXTBEST_REDIS_URL": redis_url,
+        "NEXTBEST_MODELS_DIR": model_bundle,
+        "NEXTBEST_API_KEYS": API_KEY,
+        "NEXTBEST_ADMIN_KEYS": f"sha256:{__import__('hashlib').sha256(ADMIN_KEY.encode()).hexdigest()}",
+        "NEXTBEST_SPOOL_DIR": tmp_path_factory.mktemp("spool"),
+        "NEXTBEST_MAX_BODY_BYTES": 64_000,
+        "NEXTBEST_MODEL_POLL_S": 0,
+        "NEXTBEST_REDIS_TIMEOUT_MS": 500,
+    }
 
 
 @pytest.fixture
@@ -74,7 +81,7 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def last_record(r: redis.Redis, decision_id: str) -> dict[str, Any]:
-    stream = f"nb:log:decisions:{shard_tag(decision_id)}"
+    stream = decision_stream(decision_id)
     rec: dict[str, Any] = json.loads(r.xrevrange(stream, count=1)[0][1][b"record"])
     assert rec["decision_id"] == decision_id
     return rec
@@ -228,9 +235,10 @@ class TestBadInput:
                 "candidates",
             ),
             (
+                # channels are the models' vocabulary (configuration), checked by the engine
                 {"context": {"placement": "campaign"}, "customer_id": "C1", "channels": ["fax"]},
-                400,
-                "channels",
+                422,
+                "channels[0]",
             ),
             ({"context": {"placement": "nowhere"}, "customer_id": "C1"}, 422, "context.placement"),
             ({"context": {"placement": "campaign"}}, 422, "customer_id"),
@@ -310,7 +318,8 @@ class TestAuth:
         import msgspec
 
         with pytest.raises(RuntimeError, match="no API key"):
-            create_app(msgspec.structs.replace(settings, api_keys="", admin_keys=""))
+            no_keys = msgspec.structs.replace(settings.security, api_keys="", admin_keys="")
+            create_app(msgspec.structs.replace(settings, security=no_keys))
 
 
 class TestOps:

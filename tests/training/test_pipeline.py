@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
+from contracts.features import DEFAULT_SPEC
 from training.dataset import KINDS
 
 
@@ -55,9 +55,9 @@ def test_promote_and_export_bundle(trained: Any, tmp_path: Path) -> None:
     manifest = export_bundle(tmp_path)
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk["models"].keys() == {"propensity", "send_time", "channel"}
-    assert on_disk["models"]["propensity"]["features"] == list(PROPENSITY_FEATURES)
-    assert on_disk["models"]["send_time"]["features"] == list(SEND_TIME_FEATURES)
-    assert on_disk["models"]["channel"]["features"] == list(CHANNEL_FEATURES)
+    assert on_disk["models"]["propensity"]["features"] == list(DEFAULT_SPEC.propensity_features)
+    assert on_disk["models"]["send_time"]["features"] == list(DEFAULT_SPEC.send_time_features)
+    assert on_disk["models"]["channel"]["features"] == list(DEFAULT_SPEC.channel_features)
     assert set(on_disk["data_window"]) == {"train_start", "train_end", "test_start", "test_end"}
     assert len(on_disk["priors"]["hour_open_rate"]) == 24
     assert len(on_disk["offers"]) == 20
