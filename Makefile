@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,load,local
+EXTRAS ?= dev,load,local,otel
 CUSTOMERS ?= 100000
 # Redis for the commands below: $NEXTBEST_REDIS_URL, else 127.0.0.1:6379, else one we start
 REDIS = export NEXTBEST_REDIS_URL=$$($(BIN)/python scripts/ensure_redis.py)

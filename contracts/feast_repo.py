@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from contracts.features import FeatureSpec
 from contracts.settings import ROOT, Settings
 
 __all__ = [
@@ -30,6 +31,23 @@ __all__ = [
 FEATURE_REPO = ROOT / "feature_repo"
 #: the Feast minor version whose Redis layout the service reads and writes directly
 FEAST_VERSION = "0.67"
+#: a customer id no real customer has: ``feature-store`` writes known values for it through
+#: the Feast SDK, and the service reads them back through its own decoder of Feast's Redis
+#: layout at start-up; a difference means the layout changed under it (a Feast upgrade)
+CANARY_ENTITY = "__nextbest_layout_canary__"
+CANARY_TIME = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+
+
+def canary_values(spec: FeatureSpec) -> dict[str, dict[str, float]]:
+    """view -> feature -> the canary's value (exact in float32; opted out, so never marketed)."""
+    out: dict[str, dict[str, float]] = {}
+    for view in spec.customer_views:
+        row: dict[str, float] = {}
+        for i, f in enumerate(view.features):
+            row[f.name] = float(i + 2) if f.dtype == "int64" else (i + 1) * 0.25
+        out[view.name] = row
+    out[spec.profile.name]["opted_out"] = 1.0
+    return out
 
 
 @contextlib.contextmanager

@@ -53,6 +53,7 @@ class ServerSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     log_level: str
     max_body_bytes: int
     cors_origins: str
+    otel: bool
 
 
 class RedisSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -235,6 +236,9 @@ VARIABLES: tuple[Variable, ...] = (
       "request body limit (413 above it)"),
     V("NEXTBEST_CORS_ORIGINS", "server", "cors_origins", "", str,
       "comma-separated allowed origins; CORS is off when unset"),
+    V("NEXTBEST_OTEL", "server", "otel", "0", _bool,
+      "`1`: OpenTelemetry tracing of every request (needs the `otel` extra; exporter from the "
+      "standard OTEL_* variables, e.g. OTEL_EXPORTER_OTLP_ENDPOINT); off: nothing is loaded"),
     # redis
     V("NEXTBEST_REDIS_URL", "redis", "url", "redis://127.0.0.1:6379/0", str,
       "Redis: online features (Feast layout), contacts, decision log (`rediss://` for TLS)",

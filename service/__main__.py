@@ -20,6 +20,8 @@ def serve(factory: str = "service.app:create_app", settings: Settings | None = N
     """Run the app factory ``factory`` under the production server settings."""
     import uvicorn
 
+    from service.observability import uvicorn_log_config
+
     s = settings or Settings.from_env()
     uvicorn.run(
         factory,
@@ -31,6 +33,7 @@ def serve(factory: str = "service.app:create_app", settings: Settings | None = N
         http="httptools",
         access_log=False,
         log_level=s.server.log_level.lower(),
+        log_config=uvicorn_log_config(s.server.log_level),
         timeout_graceful_shutdown=10,
     )
 

@@ -17,11 +17,15 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from contracts.feast_repo import FEAST_VERSION, canary_values
+from contracts.features import DEFAULT_SPEC
 from contracts.settings import Settings
+from service.adapters.feast_redis import canary_problems
 from service.adapters.feast_sdk import FeastSdkFeatures
 from service.adapters.models import ModelSet, load_models
 from service.adapters.redis_store import RedisStore
@@ -34,7 +38,7 @@ from service.domain.config import load_policy
 from service.engine import DecisionEngine, FeatureReader
 from service.engine.replay import replay_loop, replay_once
 from service.models_manager import ModelManager
-from service.observability import Metrics, configure_logging
+from service.observability import Metrics, RequestMetricsMiddleware, configure_logging
 from service.realtime.routes import EventsController
 from service.realtime.service import build_realtime
 from service.security import keyring_from_settings
@@ -78,6 +82,27 @@ def feature_reader(settings: Settings) -> FeatureReader | None:
     return FeastSdkFeatures(feature_store(settings=settings))
 
 
+async def _check_feast_layout(store: RedisStore) -> None:
+    """Read the layout canary that ``feature-store`` writes through the Feast SDK with this
+    service's own decoder: a difference stops the start (loudly); no canary (nothing
+    materialized yet) or no Redis (the service starts degraded) only logs."""
+    spec = DEFAULT_SPEC
+    try:
+        values = await asyncio.wait_for(store.read_canary(spec), 5.0)
+    except Exception as exc:
+        log.warning("Feast layout not checked (Redis: %s)", type(exc).__name__)
+        return
+    problems = canary_problems(values, canary_values(spec))
+    if problems is None:
+        log.warning("Feast layout not checked: no canary row (run `python -m training "
+                    "feature-store`)")  # fmt: skip
+    elif problems:
+        raise RuntimeError(
+            f"Feast's Redis layout is not the one this service reads (Feast {FEAST_VERSION}.x "
+            f"expected): {'; '.join(problems[:5])}"
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -87,6 +112,7 @@ def create_app(
 ) -> Litestar:
     settings = settings or Settings.from_env()
     configure_logging(settings.server.log_level)
+    metrics = metrics or Metrics()
     keyring = keyring_from_settings(settings)  # refuses to start with no key (unless dev mode)
     policy = load_policy(settings.policy.policy_file)  # a broken policy file stops the start here
 
@@ -99,11 +125,13 @@ def create_app(
             project=settings.features.feast_project,
             log_maxlen=settings.redis.log_maxlen,
         )
+        await _check_feast_layout(store)  # a Feast upgrade that moved the layout stops here
         models: ModelSet | None = None
         model_error = None
         try:
             models = await asyncio.to_thread(model_loader, settings)
             models.warm_up()
+            metrics.serving(models.registered_versions, models.source)
         except Exception as exc:
             model_error = f"models not loaded: {exc}"
             log.error(model_error)
@@ -112,7 +140,7 @@ def create_app(
             policy,
             store,
             Spool(settings.paths.spool_dir),
-            metrics or Metrics(),
+            metrics,
             settings.redis.timeout_ms / 1000.0,
             features=await asyncio.to_thread(features, settings),
             feature_timeout_s=settings.features.timeout_ms / 1000.0,
@@ -123,6 +151,10 @@ def create_app(
         app.state.settings = settings
         app.state.model_manager = manager
         app.state.realtime = engine.realtime = build_realtime(client, engine, settings)
+        if settings.server.otel:
+            from service.tracing import annotate_span
+
+            engine.on_decision = annotate_span
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(replay_loop(engine, stop), name="spool-replay"),
@@ -144,6 +176,15 @@ def create_app(
             await store.close()
 
     origins = settings.server.cors_origins
+    middleware: list[Any] = [DefineMiddleware(RequestMetricsMiddleware, metrics=metrics)]
+    plugins: list[Any] = []
+    on_shutdown: list[Any] = []
+    if settings.server.otel:
+        from service.tracing import tracing_plugin
+
+        plugin, provider = tracing_plugin()
+        plugins.append(plugin)
+        on_shutdown.append(provider.shutdown)  # flushes the spans still batched
     app = Litestar(
         route_handlers=[DecisionController, OpsController, AdminController, EventsController],
         state=State({"keyring": keyring}),
@@ -151,6 +192,10 @@ def create_app(
             CORSConfig(allow_origins=[o.strip() for o in origins.split(",")]) if origins else None
         ),
         lifespan=[lifespan],
+        middleware=middleware,
+        plugins=plugins,
+        on_shutdown=on_shutdown,
+        before_send=[RequestMetricsMiddleware.count_unrouted(metrics)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="nextbest", version="0.1.0", path="/schema"),

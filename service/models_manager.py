@@ -78,6 +78,7 @@ class ModelManager:
             self._fingerprint = fp
             self.last_error = None
             self.engine.metrics.model_swaps.labels(result="swapped").inc()
+            self.engine.metrics.serving(new.registered_versions, new.source)
             log.info("models swapped (%s): %s", reason, new.versions)
             return {"swapped": True, "error": None, "serving": new.versions}
 

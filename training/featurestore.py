@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 from feast import FeatureStore
 
-from contracts.feast_repo import FEATURE_REPO, feature_store, repo_config, scoped_env
+from contracts.feast_repo import (
+    CANARY_ENTITY,
+    CANARY_TIME,
+    FEATURE_REPO,
+    canary_values,
+    feature_store,
+    repo_config,
+    scoped_env,
+)
+from contracts.features import DEFAULT_SPEC, FeatureSpec
 from training.settings import paths
 
 __all__ = ["apply", "clear_online", "feature_store", "materialize", "repo_config"]
@@ -57,4 +66,21 @@ def materialize(
     store.materialize(
         start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=end + timedelta(seconds=1)
     )
+    write_canary(store)
     return store
+
+
+def write_canary(store: FeatureStore, spec: FeatureSpec = DEFAULT_SPEC) -> None:
+    """Write the layout canary's known values through the Feast SDK (see
+    :data:`contracts.feast_repo.CANARY_ENTITY`): the service checks them at start-up."""
+    import pandas as pd
+
+    ts = pd.Timestamp(CANARY_TIME, unit="s", tz="UTC")
+    for view_name, row in canary_values(spec).items():
+        view = spec.view(view_name)
+        df = pd.DataFrame({"customer_id": [CANARY_ENTITY], "event_timestamp": [ts]})
+        for f in view.features:
+            df[f.name] = pd.Series([row[f.name]]).astype(
+                "int64" if f.dtype == "int64" else "float32"
+            )
+        store.write_to_online_store(view_name, df)

@@ -17,7 +17,7 @@ import mmh3
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FeastRedisLayout"]
+__all__ = ["FeastRedisLayout", "canary_problems"]
 
 F64 = npt.NDArray[np.float64]
 _STRING = 2  # feast ValueType.STRING
@@ -136,3 +136,19 @@ class FeastRedisLayout:
         values = {name: row[i : i + 1] for i, name in enumerate(self.names)}
         newest = max(s for s in stamps if s is not None)
         return values, newest
+
+
+def canary_problems(
+    values: Mapping[str, F64] | None, expected: Mapping[str, Mapping[str, float]]
+) -> list[str] | None:
+    """Differences between the layout canary as decoded here and the values Feast wrote
+    (:func:`contracts.feast_repo.canary_values`); None when no canary was written."""
+    if values is None:
+        return None
+    problems = []
+    for view, row in expected.items():
+        for name, want in row.items():
+            got = float(values[name][0]) if name in values else math.nan
+            if math.isnan(got) or got != want:
+                problems.append(f"{view}:{name} decoded as {got!r}, Feast wrote {want!r}")
+    return problems

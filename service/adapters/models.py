@@ -97,6 +97,11 @@ class ModelSet:
     def versions(self) -> dict[str, str]:
         return {m.name: m.version for m in self.models.values()}
 
+    @property
+    def registered_versions(self) -> dict[str, tuple[str, str]]:
+        """kind -> (registered name, version)."""
+        return {kind: (m.name, m.version) for kind, m in self.models.items()}
+
     def describe(self) -> dict[str, Any]:
         return {
             "source": self.source,

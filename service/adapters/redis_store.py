@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
+from contracts.feast_repo import CANARY_ENTITY
 from contracts.features import FeatureSpec
 from contracts.keys import (
     contacts_key,
@@ -183,6 +184,14 @@ class RedisStore:
             contacts.append((float(ts_s), ch))
         purchased = frozenset(x.decode() for x in replies[1])
         return CustomerState(values, ts, contacts, purchased, extra_state)
+
+    async def read_canary(self, spec: FeatureSpec) -> dict[str, F64] | None:
+        """The layout canary's features as this reader decodes them (None: not written)."""
+        layout = self.layout(spec)
+        key = layout.key(CANARY_ENTITY)
+        reply = await self.client.hmget(key, layout.all_fields)  # type: ignore[arg-type,misc]
+        values, _ = layout.decode(reply)
+        return values
 
     async def reserve_contact(self, unit: str, channel: str, at: float, decision_id: str) -> int:
         """Record an outbound contact if every cap still holds (atomic). 0 = recorded."""

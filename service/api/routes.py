@@ -83,6 +83,8 @@ class OpsController(Controller):
     async def metrics(self, state: State) -> Response[bytes]:
         engine = _engine(state)
         engine.metrics.spool_pending.set(engine.spool.pending())
+        engine.metrics.breaker_open.set(1.0 if engine.breaker.is_open else 0.0)
+        engine.metrics.breaker_opened.set(engine.breaker.opened)
         return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,7 +40,7 @@ from service.engine.records import decision_marker, decision_record
 from service.engine.response import decide_response
 from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
-from service.observability import Metrics
+from service.observability import DECISION_ID, Metrics
 from service.schemas import DecideRequest, DecideResponse, FeedbackRequest, FeedbackResponse
 
 if TYPE_CHECKING:
@@ -58,6 +58,16 @@ def new_decision_id(now: float) -> str:
 def _uniform(decision_id: str) -> float:
     h = hashlib.blake2b(decision_id.encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64
+
+
+def _cold_start_reason(ctx: DecideContext, features: object) -> str:
+    if ctx.models is None:
+        return "no_models"
+    if not ctx.known:
+        return "anonymous"
+    if ctx.state is None or "features_unavailable" in ctx.degraded:
+        return "unavailable"
+    return "no_features" if features is None else "other"
 
 
 class DecisionEngine:
@@ -83,6 +93,8 @@ class DecisionEngine:
         self.outcomes = FeedbackHandler(store, self.guard, spool, metrics, policy)
         #: the real-time layer (service/realtime): identity, real-time features; optional
         self.realtime: Realtime | None = None
+        #: called with (decision id, arm, stage seconds) after each decision (tracing); None: off
+        self.on_decision: Callable[[str, str, dict[str, float]], None] | None = None
 
     @property
     def breaker(self) -> Breaker:
@@ -153,11 +165,13 @@ class DecisionEngine:
             )
         except AllocationError as exc:
             raise RequestError(exc.field, str(exc)) from exc
+        decision_id = new_decision_id(now)
+        DECISION_ID.set(decision_id)  # for the request's log lines
         ctx = DecideContext(
             req=req,
             models=models,
             spec=models.spec if models else DEFAULT_SPEC,
-            decision_id=new_decision_id(now),
+            decision_id=decision_id,
             unit=unit,
             known=bool(req.customer_id),
             now=now,
@@ -185,19 +199,22 @@ class DecisionEngine:
         resp = decide_response(ctx, self.policy)
         d = ctx.decision
         policy_s = max(t_decide - t_read - d.matrices_s - d.scoring_s, 0.0)
+        stages = {
+            "read": t_read - t0,
+            "matrices": d.matrices_s,
+            "scoring": d.scoring_s,
+            "policy": policy_s,
+            "commit": t_commit - t_decide,
+        }
         self.metrics.observe_decision(
             resp.arm,
             d.action.channel if d.action else "none",
             [s.reason for s in d.suppressed],
             bool(resp.degraded),
-            {
-                "read": t_read - t0,
-                "matrices": d.matrices_s,
-                "scoring": d.scoring_s,
-                "policy": policy_s,
-                "commit": t_commit - t_decide,
-            },
+            stages,
         )
+        if self.on_decision is not None:
+            self.on_decision(decision_id, resp.arm, stages)
         return resp
 
     def _decide(self, ctx: DecideContext) -> Decision:
@@ -232,6 +249,8 @@ class DecisionEngine:
         else:
             decision = Decision(action=None, cold_start=True)
         decision.degraded[:0] = ctx.degraded
+        if decision.cold_start and not decision.opted_out:
+            self.metrics.cold_start.labels(reason=_cold_start_reason(ctx, features)).inc()
         return decision
 
     async def _commit(self, ctx: DecideContext) -> None:
