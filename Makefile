@@ -68,10 +68,10 @@ typecheck: setup ## mypy --strict on service/ and training/
 	$(BIN)/mypy
 
 docs: setup ## build the documentation site into site/ (mkdocs build --strict: a broken link fails)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 docs-serve: setup ## the documentation site with live reload on http://127.0.0.1:8001
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 test: setup lint typecheck docs ## THE whole test suite (starts a redis-server if none answers)
 	@export NEXTBEST_TEST_REDIS_URL=$${NEXTBEST_TEST_REDIS_URL:-$$($(BIN)/python scripts/ensure_redis.py)} && \
