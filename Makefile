@@ -5,26 +5,39 @@ SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,load,local,otel
+# the lock file `make setup` installs: requirements/$(LOCK).txt (dev: every extra; see pyproject.toml)
+LOCK ?= dev
 CUSTOMERS ?= 100000
 # Redis for the commands below: $NEXTBEST_REDIS_URL, else 127.0.0.1:6379, else one we start
 REDIS = export NEXTBEST_REDIS_URL=$$($(BIN)/python scripts/ensure_redis.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo world feature-store train serve test lint typecheck bench loadtest clean
+.PHONY: help setup lock demo world feature-store train serve test lint typecheck docs docs-serve bench loadtest clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+# the venv starts with the uv version the lock pins (it is in the dev extra)
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip uv
+	$(BIN)/pip install -q --upgrade pip "$$(grep -oE '^uv==[^ ;]+' requirements/dev.txt)"
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install -q -p $(BIN)/python -e ".[$(EXTRAS)]"
+$(VENV)/.installed: requirements/$(LOCK).txt pyproject.toml | $(BIN)/python
+	$(BIN)/uv pip sync -q -p $(BIN)/python requirements/$(LOCK).txt
+	$(BIN)/uv pip install -q -p $(BIN)/python --no-deps -e .
 	@touch $@
 
-setup: $(VENV)/.installed ## create .venv and install the project with its dev/load extras
+setup: $(VENV)/.installed ## create .venv and install exactly the lock (requirements/dev.txt) + the project
+
+# Python 3.11 and up, every platform; hashes so an install checks what it downloads.
+# serve.txt and train.txt are constrained by dev.txt: one version of each package everywhere.
+LOCK_FLAGS = --custom-compile-command "make lock" --universal --python-version 3.11 --generate-hashes --quiet $(if $(UPGRADE),--upgrade)
+lock: | $(BIN)/python ## regenerate requirements/*.txt from pyproject.toml (UPGRADE=1: newest versions)
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_FLAGS) -o requirements/dev.txt
+	$(BIN)/uv pip compile pyproject.toml --extra serve -c requirements/dev.txt $(LOCK_FLAGS) \
+	  -o requirements/serve.txt
+	$(BIN)/uv pip compile pyproject.toml --extra train --extra postgres --extra load \
+	  -c requirements/dev.txt $(LOCK_FLAGS) -o requirements/train.txt
 
 demo: setup ## THE main job: world -> feature store -> models -> bundle -> service -> decisions
 	@$(REDIS) && \
@@ -54,7 +67,13 @@ lint: setup ## ruff check + ruff format --check
 typecheck: setup ## mypy --strict on service/ and training/
 	$(BIN)/mypy
 
-test: setup lint typecheck ## THE whole test suite (starts a redis-server if none answers)
+docs: setup ## build the documentation site into site/ (mkdocs build --strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: setup ## the documentation site with live reload on http://127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+test: setup lint typecheck docs ## THE whole test suite (starts a redis-server if none answers)
 	@export NEXTBEST_TEST_REDIS_URL=$${NEXTBEST_TEST_REDIS_URL:-$$($(BIN)/python scripts/ensure_redis.py)} && \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -70,5 +89,5 @@ loadtest: setup ## Locust mix against a running service, e.g. make serve (HOST= 
 	$(BIN)/locust -f loadtests/locustfile.py --headless -u $(or $(USERS),20) -r $(or $(USERS),20) \
 	  -t $(or $(DURATION),60s) --host $(or $(HOST),http://127.0.0.1:8000)
 
-clean: ## remove generated state (var/, the model bundle)
-	rm -rf var models/*.onnx models/manifest.json
+clean: ## remove generated state (var/, the model bundle, the built docs site/)
+	rm -rf var site models/*.onnx models/manifest.json

@@ -5,12 +5,18 @@ cluster) skips, unless NEXTBEST_REQUIRE_REDIS=1 (CI), where it fails. PostgreSQL
 (NEXTBEST_TEST_POSTGRES_URL, default ``postgresql://postgres@127.0.0.1:5432/postgres``) skips
 with a loud reason when none answers, unless NEXTBEST_REQUIRE_POSTGRES=1 (CI), where it fails.
 Every process these fixtures start is stopped at teardown, also when a test fails.
+
+The two images of the Dockerfile (``serve``, ``train``) are built once per session by replaying
+their build steps (tests/deploy/dockerfile.py) into fresh folders: test_image.py checks and
+starts them, and test_mlflow_postgres.py runs its service from the ``serve`` image, so the
+registry path is proven with exactly what that image holds (MLflow's client only).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import uuid
 import warnings
@@ -20,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.deploy.dockerfile import Emulator, Stage, parse, target
 from tests.deploy.processes import Child, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +37,47 @@ from redis_cluster import LocalCluster  # noqa: E402
 API_KEY = "deploy-test-key"
 ADMIN_KEY = "deploy-admin-key"
 READY_TIMEOUT_S = 180.0  # a cold start on a loaded 2-core machine imports a lot
+
+
+def tool(name: str) -> str:
+    """A command of the test environment (the venv's bin first, then PATH)."""
+    found = shutil.which(name, path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if not found:
+        pytest.fail(f"`{name}` not found: run `make setup` (the dev extra installs it)")
+    return found
+
+
+def build_image(name: str, rootfs: Path) -> Iterator[Emulator]:
+    """``docker build --target <name>`` replayed into ``rootfs`` (its venv removed afterwards:
+    hundreds of MB, and pytest keeps the last three runs' temporary folders)."""
+    python = getattr(sys, "_base_executable", sys.executable)
+    emu = Emulator(ROOT, rootfs, uv=tool("uv"), python=python)
+    extra = {"UV_OFFLINE": "1"}  # no network in tests: uv installs from its cache
+    for k in ("HOME", "UV_CACHE_DIR", "XDG_CACHE_HOME", "TMPDIR"):
+        if k in os.environ:
+            extra[k] = os.environ[k]
+    try:
+        for stage in target(dockerfile_stages(), name):
+            emu.run_stage(stage, extra)
+        yield emu
+    finally:
+        shutil.rmtree(rootfs / "opt", ignore_errors=True)
+
+
+def dockerfile_stages() -> list[Stage]:
+    return parse((ROOT / "Dockerfile").read_text())
+
+
+@pytest.fixture(scope="session")
+def serve_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The ``serve`` target (the default one: the decision service) built in a fresh folder."""
+    yield from build_image("serve", tmp_path_factory.mktemp("image-serve"))
+
+
+@pytest.fixture(scope="session")
+def train_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The ``train`` target (training job, MLflow server, Locust) built in a fresh folder."""
+    yield from build_image("train", tmp_path_factory.mktemp("image-train"))
 
 
 def _required(var: str) -> bool:

@@ -1,17 +1,23 @@
 """Run a Dockerfile's build and start steps without a Docker engine (for tests/deploy).
 
 :func:`parse` reads the instructions (continuations joined, exec-form JSON decoded) into
-stages. :class:`Emulator` replays them into a folder that stands for the image's root: COPY
+stages; :func:`target` picks the stages ``docker build --target`` would build. :class:`Emulator`
+replays them into a folder that stands for the image's root: COPY
 from the build context (honouring .dockerignore), WORKDIR, ENV (with ``$VAR`` expansion) and
 every RUN command, with the image's absolute paths (``/opt``, ``/app``) mapped into that
 folder. What only a container can do is not run, and :data:`SYSTEM_COMMANDS` names it
 explicitly: OS packages and the service user (``apt-get``, ``groupadd``, ``useradd``,
 ``chown``). ``COPY --from=<image>`` is only supported for the uv image, mapped to this
 environment's ``uv``.
+
+``python -m tests.deploy.dockerfile [--target NAME] [--context DIR]`` replays one target into a
+temporary folder and prints the size of what it installed: how docs/operations.md measures
+the images without a Docker engine.
 """
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import json
 import os
@@ -19,10 +25,21 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SYSTEM_COMMANDS", "Emulator", "Instruction", "Stage", "dockerignore", "parse"]
+__all__ = [
+    "SYSTEM_COMMANDS",
+    "Emulator",
+    "Instruction",
+    "Stage",
+    "dockerignore",
+    "parse",
+    "target",
+    "tree_bytes",
+]
 
 #: commands of a RUN that need root inside the image; the emulator records and skips them
 SYSTEM_COMMANDS = ("apt-get", "rm -rf /var/lib/apt/lists/*", "groupadd", "useradd", "chown")
@@ -85,6 +102,23 @@ def parse(text: str) -> list[Stage]:
             assert stages, f"{op} before FROM"
             stages[-1].steps.append(Instruction(op, rest, flags))
     return stages
+
+
+def target(stages: list[Stage], name: str | None = None) -> list[Stage]:
+    """The stages ``docker build --target <name>`` builds (default: the last), in file order:
+    the target and every stage it starts ``FROM`` or copies ``--from``."""
+    by_name = {s.name: s for s in stages if s.name}
+    chosen = by_name[name] if name is not None else stages[-1]
+    needed: list[Stage] = []
+    todo = [chosen]
+    while todo:
+        stage = todo.pop()
+        if any(stage is s for s in needed):
+            continue
+        needed.append(stage)
+        deps = [stage.image, *(st.flags.get("from", "") for st in stage.steps if st.op == "COPY")]
+        todo += [by_name[d] for d in deps if d in by_name]
+    return [s for s in stages if any(s is n for n in needed)]
 
 
 def dockerignore(root: Path) -> list[tuple[bool, str]]:
@@ -217,3 +251,44 @@ class Emulator:
             )
             assert proc.returncode == 0, f"RUN {cmd!r} failed:\n{proc.stdout}\n{proc.stderr}"
             self.ran.append(cmd)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (symlinks not followed)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.deploy.dockerfile",
+        description="Replay a Dockerfile target into a temporary folder; print its sizes.",
+    )
+    parser.add_argument("--target", help="stage name (default: the last stage)")
+    parser.add_argument("--context", type=Path, default=Path("."), help="build context")
+    parser.add_argument("--online", action="store_true", help="let uv download (default: cache)")
+    args = parser.parse_args(argv)
+    context = args.context.resolve()
+    stages = target(parse((context / "Dockerfile").read_text()), args.target)
+    bin_dir = Path(sys.executable).parent
+    uv = shutil.which("uv", path=f"{bin_dir}:{os.environ.get('PATH', '')}")
+    assert uv, "uv not found"
+    env = {k: os.environ[k] for k in ("HOME", "UV_CACHE_DIR", "TMPDIR") if k in os.environ}
+    if not args.online:
+        env["UV_OFFLINE"] = "1"
+    with tempfile.TemporaryDirectory(prefix="image-") as tmp:
+        python = getattr(sys, "_base_executable", sys.executable)
+        emu = Emulator(context, Path(tmp), uv=uv, python=python)
+        for stage in stages:
+            emu.run_stage(stage, env)
+        venv, app = Path(tmp) / "opt" / "venv", Path(tmp) / "app"
+        dists = len(list(venv.glob("lib/python*/site-packages/*.dist-info")))
+        size = tree_bytes(venv)
+        print(f"target: {stages[-1].name} (stages {[s.name for s in stages]})")
+        print(f"/opt/venv: {size:,} bytes ({size / 2**20:,.0f} MiB), {dists} distributions")
+        print(f"/app: {tree_bytes(app):,} bytes")
+        print(f"not run (root only): {emu.skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,28 +1,28 @@
-"""The container image and compose.yaml, kept honest without a Docker engine.
+"""The container images and compose.yaml, kept honest without a Docker engine.
 
-No Docker engine runs on the development machines, so the image is checked by what it runs:
+No Docker engine runs on the development machines, so the images are checked by what they run:
 
 * hadolint lints the Dockerfile (every finding fails, .hadolint.yaml);
-* the Dockerfile's own build steps (COPY from the context, WORKDIR, ENV, every RUN) are
-  replayed into a fresh folder standing for the image's root, creating a fresh virtual
-  environment exactly as the image does (uv from its cache: ``UV_OFFLINE=1`` is the one
-  addition); only the root-only commands (OS packages, the service user) are skipped, and the
-  test names them;
-* the image's CMD starts the service with the image's ENV plus NEXTBEST_WORKERS=2 (as
+* each target's build steps (``serve``, the default, and ``train``: COPY from the context,
+  WORKDIR, ENV, every RUN) are replayed into a fresh folder standing for the image's root,
+  creating a fresh virtual environment exactly as the image does (uv from its cache:
+  ``UV_OFFLINE=1`` is the one addition); only the root-only commands (OS packages, the
+  service user) are skipped, and the test names them. Each environment must hold exactly its
+  lock file (requirements/serve.txt, requirements/train.txt) plus the project;
+* the ``serve`` image's CMD starts the service with the image's ENV plus NEXTBEST_WORKERS=2 (as
   ``docker run -e``: the multi-worker start), a model bundle in ``models/`` as if mounted, on a
-  loopback port; ``/ready``
-  answers, the HEALTHCHECK command exits 0, a decision is made, SIGTERM stops it cleanly;
-* compose.yaml's commands are checked against the real CLIs and settings.
+  loopback port; ``/ready`` answers, the HEALTHCHECK command exits 0, a decision is made,
+  Prometheus' scrape path answers, SIGTERM stops it cleanly; the ``train`` image's CLIs run;
+* compose.yaml's profiles, images, commands and volumes are checked against the real CLIs,
+  settings and deploy/prometheus.yml.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,31 +31,59 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import yaml
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
 
-from tests.deploy.conftest import API_KEY, READY_TIMEOUT_S, ROOT
-from tests.deploy.dockerfile import SYSTEM_COMMANDS, Emulator, Stage, parse
+from tests.deploy.conftest import API_KEY, READY_TIMEOUT_S, ROOT, dockerfile_stages, tool
+from tests.deploy.dockerfile import SYSTEM_COMMANDS, Emulator, Stage, target, tree_bytes
 from tests.deploy.processes import Child, free_port, wait_http
 
 pytestmark = [pytest.mark.slow]  # the service start needs Redis (redis_url)
 
 DOCKERFILE = ROOT / "Dockerfile"
+LOCKS = ROOT / "requirements"
+#: what only training needs: none of it may reach the service image
+TRAINING_ONLY = ("feast", "mlflow", "lightgbm", "scikit-learn", "scipy", "pandas", "pyarrow")
+TRAINING_ONLY += ("matplotlib", "onnxmltools", "sqlalchemy", "psycopg", "locust")
+DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis", "schemathesis", "hadolint", "mkdocs", "uv")
+#: the service image's installed environment stays under this (it was 1.18 GB when the image
+#: also carried the training stack; measured like this, see docs/operations.md)
+SERVE_ENV_MAX_BYTES = 400_000_000
 
 
 @pytest.fixture(scope="module")
 def stages() -> list[Stage]:
-    return parse(DOCKERFILE.read_text())
+    return dockerfile_stages()
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    if not found:
-        pytest.fail(f"`{name}` not found: run `make setup` (the dev extra installs it)")
-    return found
+def locked(lock: Path) -> dict[str, str]:
+    """name -> version of a lock file's pins that apply to this interpreter (the image's)."""
+    out = {}
+    for line in lock.read_text().splitlines():
+        if not line or line[0] in " #-":
+            continue  # hashes, comments, options
+        req, _, marker = line.rstrip(" \\").partition(" ; ")
+        if marker and not Marker(marker).evaluate():
+            continue
+        name, _, version = req.partition("==")
+        out[canonicalize_name(name)] = version
+    return out
+
+
+def installed(python: Path) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
+    proc = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True, env={}
+    )
+    return {canonicalize_name(k): v for k, v in json.loads(proc.stdout).items()}
 
 
 def test_hadolint_passes() -> None:
     proc = subprocess.run(
-        [_tool("hadolint"), "--config", str(ROOT / ".hadolint.yaml"), str(DOCKERFILE)],
+        [tool("hadolint"), "--config", str(ROOT / ".hadolint.yaml"), str(DOCKERFILE)],
         capture_output=True,
         text=True,
         check=False,
@@ -63,85 +91,170 @@ def test_hadolint_passes() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_image_contract(stages: list[Stage]) -> None:
-    """Multi-stage, slim 3.11 bases, only the venv and the app copied, non-root, checks /health."""
-    assert len(stages) == 2 and stages[0].name == "build"
-    for s in stages:
-        assert re.fullmatch(r"python:3\.11-slim(-\w+)?", s.image), s.image
-    final = stages[-1]
-    copies = [st for st in final.steps if st.op == "COPY"]
-    assert all(st.flags.get("from") == "build" for st in copies), "context COPY in the final stage"
-    assert {st.args.split()[0] for st in copies} == {"/opt/venv", "/app"}
-    user = final.last("USER")
-    assert user is not None and user.args.split(":")[0] not in ("root", "0")
-    health = final.last("HEALTHCHECK")
-    assert health is not None and "/health" in health.args
-    cmd = final.last("CMD")
-    assert cmd is not None and cmd.exec_form() == ["python", "-m", "service"]
-    runs = " && ".join(st.args for st in final.steps if st.op == "RUN")
-    installs = re.findall(r"apt-get install [^&]*", runs)
-    packages = {p.split("=")[0] for i in installs for p in i.split()[2:] if not p.startswith("-")}
-    assert packages == {"libgomp1"}, packages  # no compiler or build tool at run time
+class TestDockerfile:
+    def test_two_targets_service_by_default(self, stages: list[Stage]) -> None:
+        """Each image is a build stage and a final stage on slim 3.11 bases; a plain
+        `docker build` (the last stage) makes the service image."""
+        assert [s.name for s in stages] == ["build-train", "train", "build-serve", "serve"]
+        for s in stages:
+            assert re.fullmatch(r"python:3\.11-slim(-\w+)?", s.image), s.image
+        assert [s.name for s in target(stages)] == ["build-serve", "serve"]
+        assert [s.name for s in target(stages, "train")] == ["build-train", "train"]
+
+    @pytest.mark.parametrize(
+        ("name", "lock", "os_packages"),
+        [("serve", "serve.txt", set()), ("train", "train.txt", {"libgomp1"})],
+    )
+    def test_target_installs_one_lock_and_runs_as_a_user(
+        self, stages: list[Stage], name: str, lock: str, os_packages: set[str]
+    ) -> None:
+        build, final = target(stages, name)
+        runs = " && ".join(st.args for st in build.steps if st.op == "RUN")
+        assert re.findall(r"uv pip sync [^&]*?(requirements/\S+)", runs) == [f"requirements/{lock}"]
+        assert re.search(r"uv pip install [^&]*--no-deps -e \.", runs), runs
+        copies = [st for st in final.steps if st.op == "COPY"]
+        assert all(st.flags.get("from") == build.name for st in copies), "context COPY at run time"
+        assert {st.args.split()[0] for st in copies} == {"/opt/venv", "/app"}
+        user = final.last("USER")
+        assert user is not None and user.args.split(":")[0] not in ("root", "0")
+        final_runs = " && ".join(st.args for st in final.steps if st.op == "RUN")
+        installs = re.findall(r"apt-get install [^&]*", final_runs)
+        packages = {
+            p.split("=")[0] for i in installs for p in i.split()[2:] if not p.startswith("-")
+        }
+        assert packages == os_packages  # no compiler or build tool at run time
+
+    def test_serve_checks_health_and_starts_the_service(self, stages: list[Stage]) -> None:
+        final = stages[-1]
+        health = final.last("HEALTHCHECK")
+        assert health is not None and "/health" in health.args
+        cmd = final.last("CMD")
+        assert cmd is not None and cmd.exec_form() == ["python", "-m", "service"]
 
 
-@pytest.fixture(scope="module")
-def image_root(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """The image built by replaying the Dockerfile into a fresh folder (removed afterwards:
-    about 1 GB, and pytest keeps the last three runs' temporary folders)."""
-    rootfs = tmp_path_factory.mktemp("image-root")
-    python = getattr(sys, "_base_executable", sys.executable)
-    emu = Emulator(ROOT, rootfs, uv=_tool("uv"), python=python)
-    extra = {"UV_OFFLINE": "1"}  # no network in tests: uv installs from its cache
-    for k in ("HOME", "UV_CACHE_DIR", "XDG_CACHE_HOME", "TMPDIR"):
-        if k in os.environ:
-            extra[k] = os.environ[k]
-    try:
-        for stage in stages:
-            emu.run_stage(stage, extra)
-        yield emu
-    finally:
-        shutil.rmtree(rootfs / "opt", ignore_errors=True)
+class TestLocks:
+    """requirements/*.txt are `make lock`'s output for pyproject.toml, and agree with each other."""
+
+    def test_every_pin_is_hashed_and_versions_agree(self) -> None:
+        dev = locked(LOCKS / "dev.txt")
+        for name in ("serve.txt", "train.txt"):
+            text = (LOCKS / name).read_text()
+            assert "make lock" in text.splitlines()[1], "regenerate with `make lock`"
+            pins = [ln for ln in text.splitlines() if ln and ln[0] not in " #-"]
+            assert pins and all(ln.endswith("\\") for ln in pins), f"{name}: a pin without hashes"
+            for pkg, version in locked(LOCKS / name).items():
+                assert dev.get(pkg) == version, f"{name}: {pkg}=={version}, dev.txt {dev.get(pkg)}"
+
+    def test_locks_satisfy_pyproject(self) -> None:
+        """A dependency added to pyproject.toml without `make lock` fails here."""
+        import tomllib
+
+        from packaging.requirements import Requirement
+
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        extras: dict[str, list[str]] = project["optional-dependencies"]
+
+        def reqs(names: list[str]) -> list[Requirement]:
+            out = [Requirement(r) for r in project["dependencies"]]
+            for extra in names:
+                for r in map(Requirement, extras[extra]):
+                    if r.name == project["name"]:
+                        out += reqs(sorted(r.extras))[len(project["dependencies"]) :]
+                    else:
+                        out.append(r)
+            return out
+
+        for lock, names in (
+            ("serve.txt", ["serve"]),
+            ("train.txt", ["train", "postgres", "load"]),
+            ("dev.txt", list(extras)),
+        ):
+            pins = locked(LOCKS / lock)
+            for r in reqs(names):
+                if r.marker is not None and not r.marker.evaluate():
+                    continue
+                version = pins.get(canonicalize_name(r.name))
+                assert version is not None, f"{lock}: {r.name} missing: run `make lock`"
+                assert r.specifier.contains(version, prereleases=True), f"{lock}: {r} vs {version}"
+
+    def test_serve_lock_holds_no_training_stack(self) -> None:
+        pins = locked(LOCKS / "serve.txt")
+        assert not set(map(canonicalize_name, TRAINING_ONLY + DEV_TOOLS)) & set(pins)
+        assert "mlflow-skinny" in pins  # MLflow's client: models:/<name>@<alias>
 
 
-def test_build_steps_ran_in_a_fresh_environment(image_root: Emulator) -> None:
-    venv = image_root.rootfs / "opt" / "venv"
+def test_serve_image_holds_exactly_its_lock(serve_image: Emulator) -> None:
+    venv = serve_image.rootfs / "opt" / "venv"
     assert (venv / "pyvenv.cfg").exists()
-    assert any("uv pip install" in c for c in image_root.ran)
+    assert any("uv pip sync" in c for c in serve_image.ran)
     # everything not run needs root inside an image, and is listed as such
-    assert image_root.skipped and all(c.startswith(SYSTEM_COMMANDS) for c in image_root.skipped)
-    # the install is the project in /app, with the PostgreSQL driver for the MLflow server
+    assert serve_image.skipped and all(c.startswith(SYSTEM_COMMANDS) for c in serve_image.skipped)
+    have = installed(venv / "bin" / "python")
+    assert have.pop("nextbest") == "0.1.0"
+    assert have == locked(LOCKS / "serve.txt")
+    # the project is installed from /app, and has no training code to import
     probe = subprocess.run(
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import service, training, psycopg, mlflow; print(service.__file__)",
+            "import importlib.util, service; from mlflow import MlflowClient, artifacts; "
+            "print(service.__file__, importlib.util.find_spec('training'))",
         ],
         capture_output=True,
         text=True,
         check=True,
         env={"PATH": "/usr/bin:/bin"},
-        cwd=image_root.rootfs,  # not /app: the installed project must point there by itself
+        cwd=serve_image.rootfs,  # not /app: the installed project must point there by itself
     )
-    assert probe.stdout.strip() == str(image_root.rootfs / "app" / "service" / "__init__.py")
-    # no extra beyond `postgres`: no test, lint or load tools in the image (mypy does come:
-    # Feast requires SQLAlchemy[mypy])
-    for dev in ("pytest", "ruff", "hypothesis", "locust", "schemathesis", "hadolint"):
-        assert not (venv / "bin" / dev).exists(), dev
+    path, spec = probe.stdout.split()
+    assert path == str(serve_image.rootfs / "app" / "service" / "__init__.py")
+    assert spec == "None"
+    assert tree_bytes(venv) < SERVE_ENV_MAX_BYTES
+
+
+def test_train_image_runs_the_offline_tools(train_image: Emulator) -> None:
+    venv = train_image.rootfs / "opt" / "venv"
+    have = installed(venv / "bin" / "python")
+    assert have.pop("nextbest") == "0.1.0"
+    assert have == locked(LOCKS / "train.txt")
+    # dependencies of dependencies: Locust requires pytest, Feast SQLAlchemy[mypy]
+    tools = set(DEV_TOOLS) - {"pytest", "mypy"}
+    assert not tools & set(have), tools & set(have)
+    env = {**train_image.env, "HOME": str(train_image.rootfs / "app")}
+    cmd = target(dockerfile_stages(), "train")[-1].last("CMD")
+    assert cmd is not None
+    for args in (
+        cmd.exec_form(),  # python -m training --help
+        ["python", "-m", "training", "all", "--help"],
+        ["mlflow", "server", "--help"],
+        ["locust", "--version"],
+        ["python", "-c", "import feast, lightgbm, onnxmltools, psycopg, sklearn"],
+    ):
+        proc = subprocess.run(
+            args,
+            env=env,
+            cwd=train_image.rootfs / "app",
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, f"{args}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
 
 
 @pytest.fixture(scope="module")
 def running_image(
-    image_root: Emulator,
+    serve_image: Emulator,
     stages: list[Stage],
     redis_url: str,
     redis_store: Any,
     model_bundle: Path,
 ) -> Iterator[tuple[Child, str, dict[str, str]]]:
-    app = image_root.rootfs / "app"
+    app = serve_image.rootfs / "app"
     shutil.copytree(model_bundle, app / "models", dirs_exist_ok=True)  # "-v models:/app/models"
     port = free_port()
     env = {
-        **image_root.env,
+        **serve_image.env,
         "NEXTBEST_HOST": "127.0.0.1",  # the image listens on 0.0.0.0; a test stays on loopback
         "NEXTBEST_WORKERS": "2",  # the image runs 1; `-e NEXTBEST_WORKERS=2` must work too
         "NEXTBEST_PORT": str(port),
@@ -151,7 +264,7 @@ def running_image(
     }
     cmd = stages[-1].last("CMD")
     assert cmd is not None
-    log = image_root.rootfs.parent / "image-service.log"
+    log = serve_image.rootfs.parent / "image-service.log"
     with Child(cmd.exec_form(), log, env=env, cwd=app) as child:
         base = f"http://127.0.0.1:{port}"
         wait_http(child, f"{base}/ready", READY_TIMEOUT_S)
@@ -159,10 +272,10 @@ def running_image(
 
 
 def test_image_starts_serves_and_passes_its_healthcheck(
-    running_image: tuple[Child, str, dict[str, str]], stages: list[Stage], image_root: Emulator
+    running_image: tuple[Child, str, dict[str, str]], stages: list[Stage], serve_image: Emulator
 ) -> None:
     child, base, env = running_image
-    assert env["NEXTBEST_WORKERS"] == "2" and image_root.env["NEXTBEST_WORKERS"] == "1"
+    assert env["NEXTBEST_WORKERS"] == "2" and serve_image.env["NEXTBEST_WORKERS"] == "1"
     ready = httpx.get(f"{base}/ready", timeout=10).json()
     assert ready == {"ready": True, "problems": []}
     models = httpx.get(f"{base}/models", timeout=10).json()["loaded"]
@@ -174,13 +287,17 @@ def test_image_starts_serves_and_passes_its_healthcheck(
         timeout=30,
     )
     assert resp.status_code == 200 and len(resp.json()["model_versions"]) == 3, resp.text
+    # what compose's Prometheus scrapes (deploy/prometheus.yml): the path, without a key
+    scrape = prometheus_job()
+    metrics = httpx.get(f"{base}{scrape['metrics_path']}", timeout=10)
+    assert metrics.status_code == 200 and "nextbest_decisions_total" in metrics.text
     health = stages[-1].last("HEALTHCHECK")
     assert health is not None
     check = health.args.split(None, 1)[1]  # "CMD [...]"
     hc = subprocess.run(
         json.loads(check),
         env=env,
-        cwd=image_root.rootfs / "app",
+        cwd=serve_image.rootfs / "app",
         capture_output=True,
         text=True,
         timeout=30,
@@ -197,39 +314,114 @@ def compose() -> dict[str, Any]:
     return spec
 
 
+def prometheus_job() -> dict[str, Any]:
+    spec = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = spec["scrape_configs"]
+    return dict(job)
+
+
 def _documented_settings() -> set[str]:
     from contracts.settings import VARIABLES
 
     return {v.name for v in VARIABLES}
 
 
-def test_compose_runs_the_stack_from_this_image(compose: dict[str, Any]) -> None:
-    services = compose["services"]
-    assert set(services) == {"redis", "postgres", "mlflow", "train", "service"}
-    for name in ("mlflow", "train", "service"):
-        assert services[name]["build"] == "." and services[name]["image"] == "nextbest:local"
-    assert "command" not in services["service"]  # the image's CMD: `python -m service`
-    deps = services["service"]["depends_on"]
-    assert deps["train"]["condition"] == "service_completed_successfully"
-    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+def _image_env(name: str) -> dict[str, str]:
+    """The ENV a final stage sets (values as written)."""
+    out: dict[str, str] = {}
+    for st in target(dockerfile_stages(), name)[-1].steps:
+        if st.op == "ENV":
+            out.update(kv.split("=", 1) for kv in st.args.split())
+    return out
 
 
-def test_compose_commands_and_settings_are_real(compose: dict[str, Any]) -> None:
-    from training.cli import build_parser, cmd_all
+class TestCompose:
+    def test_redis_and_the_service_by_default_the_rest_behind_profiles(
+        self, compose: dict[str, Any]
+    ) -> None:
+        services = compose["services"]
+        profiles = {n: tuple(s.get("profiles", ())) for n, s in services.items()}
+        assert profiles == {
+            "redis": (),
+            "service": (),
+            "postgres": ("train",),
+            "mlflow": ("train",),
+            "train": ("train",),
+            "prometheus": ("monitoring",),
+            "locust": ("load",),
+        }
 
-    services = compose["services"]
-    train = [str(x) for x in services["train"]["command"]]
-    assert train[:3] == ["python", "-m", "training"]
-    args = build_parser().parse_args(train[3:])
-    assert args.func is cmd_all and args.online == "redis"
-    mlflow_cmd = [str(x) for x in services["mlflow"]["command"]]
-    mlflow_port = mlflow_cmd[mlflow_cmd.index("--port") + 1]
-    documented = _documented_settings()
-    for name in ("train", "service"):
-        env = services[name]["environment"]
-        unknown = {k for k in env if k not in documented}
-        assert not unknown, f"{name}: undocumented settings {unknown}"
-        redis = urlparse(env["NEXTBEST_REDIS_URL"])
-        assert redis.hostname in services and redis.port == 6379
-        tracking = urlparse(env["MLFLOW_TRACKING_URI"])
+    def test_each_service_runs_its_image_target(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        built = {n: s for n, s in services.items() if "build" in s}
+        assert {n: s["build"]["target"] for n, s in built.items()} == {
+            "service": "serve",
+            "mlflow": "train",
+            "train": "train",
+            "locust": "train",
+        }
+        for s in built.values():
+            assert s["build"]["context"] == "."
+            assert (
+                s["image"]
+                == {"serve": "nextbest:local", "train": "nextbest-train:local"}[
+                    s["build"]["target"]
+                ]
+            )
+        assert "command" not in services["service"]  # the image's CMD: `python -m service`
+
+    def test_the_service_serves_what_the_job_exported(self, compose: dict[str, Any]) -> None:
+        from training.cli import build_parser, cmd_all
+
+        services = compose["services"]
+        service, train = services["service"], services["train"]
+        deps = service["depends_on"]
+        assert deps["redis"]["condition"] == "service_healthy"
+        # with the train profile the service waits for the job; without it, it starts alone
+        assert deps["train"] == {"condition": "service_completed_successfully", "required": False}
+        assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+        cmd = [str(x) for x in train["command"]]
+        assert cmd[:3] == ["python", "-m", "training"]
+        args = build_parser().parse_args(cmd[3:])
+        assert args.func is cmd_all and args.online == "redis"
+        mounts = {v.split(":")[1]: v for v in service["volumes"]}
+        models = service["environment"]["NEXTBEST_MODELS_DIR"]
+        assert str(args.out) == models and mounts[models].endswith(":ro")
+        volume = mounts[models].split(":")[0]
+        assert f"{volume}:{models}" in train["volumes"] and volume in compose["volumes"]
+
+    def test_commands_and_settings_are_real(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        mlflow_cmd = [str(x) for x in services["mlflow"]["command"]]
+        mlflow_port = mlflow_cmd[mlflow_cmd.index("--port") + 1]
+        documented = _documented_settings()
+        for name in ("train", "service"):
+            env = services[name]["environment"]
+            unknown = {k for k in env if k not in documented}
+            assert not unknown, f"{name}: undocumented settings {unknown}"
+            redis = urlparse(env["NEXTBEST_REDIS_URL"])
+            assert redis.hostname in services and redis.port == 6379
+        tracking = urlparse(services["train"]["environment"]["MLFLOW_TRACKING_URI"])
         assert tracking.hostname == "mlflow" and str(tracking.port) == mlflow_port
+
+    def test_locust_drives_the_service_with_the_jobs_world(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        locust = [str(x) for x in services["locust"]["command"]]
+        assert locust[0] == "locust"
+        assert (ROOT / locust[locust.index("-f") + 1]).is_file()
+        host = urlparse(locust[locust.index("--host") + 1])
+        assert host.hostname == "service" and str(host.port) == _image_env("serve")["NEXTBEST_PORT"]
+        env = services["locust"]["environment"]
+        var = _image_env("train")["NEXTBEST_VAR_DIR"]  # where the job writes its world
+        assert env["NEXTBEST_DATA_DIR"] == f"{var}/world"  # training/settings.py's default
+        assert f"train-data:{var}:ro" in services["locust"]["volumes"]
+        assert f"train-data:{var}" in services["train"]["volumes"]
+
+    def test_prometheus_scrapes_every_service_replica(self, compose: dict[str, Any]) -> None:
+        prom = compose["services"]["prometheus"]
+        config = next(v for v in prom["volumes"] if v.startswith("./deploy/prometheus.yml:"))
+        assert config.split(":")[1] in " ".join(prom["command"])
+        job = prometheus_job()
+        (sd,) = job["dns_sd_configs"]
+        assert sd["names"] == ["service"] and sd["type"] == "A"
+        assert str(sd["port"]) == _image_env("serve")["NEXTBEST_PORT"]

@@ -4,8 +4,9 @@
 the artifacts folder, host, port and worker count are substituted) on a fresh database of the
 test machine's PostgreSQL server, serving artifacts from its own folder. The real ``train``
 stage logs and registers the three models there, ``promote`` and ``export-bundle`` read them
-back, and a service process with ``MLFLOW_TRACKING_URI`` and *no* bundle loads the champions
-through the server and passes the decision suite. Moving the alias rolls a model forward
+back, and a service process of the ``serve`` image (MLflow's client only: mlflow-skinny) with
+``MLFLOW_TRACKING_URI`` and *no* bundle loads the champions through the server and passes the
+decision suite. Moving the alias rolls a model forward
 (picked up by the poll) and back (``POST /admin/models/reload``).
 """
 
@@ -31,6 +32,7 @@ from tests.deploy.conftest import (
     world_people,
 )
 from tests.deploy.decision_suite import CHECKS, Check, Deployment
+from tests.deploy.dockerfile import Emulator
 from tests.deploy.processes import Child, free_port, wait_http
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.anyio]
@@ -166,9 +168,11 @@ def deployment(
     redis_url: str,
     redis_store: Any,
     small_world: Path,
+    serve_image: Emulator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("mlflow-service")
+    python = serve_image.rootfs / "opt" / "venv" / "bin" / "python"
     env = service_env(
         redis_url,
         tmp / "spool",
@@ -178,7 +182,7 @@ def deployment(
         NEXTBEST_WORKERS="1",
     )
     r = sync_client(redis_url)
-    with service_process(env, tmp / "service.log", cwd=tmp) as (_, base):
+    with service_process(env, tmp / "service.log", python=str(python), cwd=tmp) as (_, base):
         yield Deployment("mlflow-postgres", [base], r, world_people(small_world, 400))
     r.close()
 
