@@ -86,12 +86,12 @@ def _register_optional_stages() -> None:
     import contextlib
 
     with contextlib.suppress(ImportError):
-        from training import pipeline  # type: ignore[attr-defined,unused-ignore]
+        from training.cli import pipeline
 
         pipeline.register(STAGES, ALL_AFTER_FEATURE_STORE)
-    from training import measure_cli
+    from training.cli import measurement
 
-    measure_cli.register(STAGES)
+    measurement.register(STAGES)
 
 
 def cmd_all(args: argparse.Namespace) -> int:
