@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["NEXTBEST_REDIS_URL"] = url
         os.environ.pop("REDIS_CONNECTION_STRING", None)
         os.environ.pop("NEXTBEST_REDIS_CLUSTER", None)
+        from training.datasets.world import World
         from training.featurestore import apply, materialize
         from training.settings import paths
-        from training.world import World
 
         world = World.load(paths().data)
         profiles = pd.read_parquet(paths().data / "customer_profile.parquet")

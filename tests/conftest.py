@@ -87,7 +87,7 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def small_world(var_dir: Path) -> Path:
     """A 3,000-customer world generated once per session; returns its data folder."""
-    from training.world import WorldConfig, generate_world
+    from training.datasets.world import WorldConfig, generate_world
 
     out = var_dir / "world"
     generate_world(WorldConfig(n_customers=SMALL_WORLD_CUSTOMERS, seed=7), out)
@@ -97,8 +97,8 @@ def small_world(var_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def sqlite_store(small_world: Path):  # type: ignore[no-untyped-def]
     """The Feast repository applied and materialized into the embedded SQLite store."""
+    from training.datasets.world import World
     from training.featurestore import apply, materialize
-    from training.world import World
 
     apply("sqlite")
     return materialize("sqlite", end=World.load(small_world).config.end_ts)
@@ -107,8 +107,8 @@ def sqlite_store(small_world: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def redis_store(small_world: Path, redis_url: str):  # type: ignore[no-untyped-def]
     """The Feast repository materialized into the test Redis database."""
+    from training.datasets.world import World
     from training.featurestore import apply, materialize
-    from training.world import World
 
     apply("redis", redis_url)
     return materialize("redis", redis_url, end=World.load(small_world).config.end_ts)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from service.features.vectors import RAW_FEATURES
-from training.world import World
+from training.datasets.world import World
 
 SERVICES = {
     "propensity_v1": ("customer_profile", "customer_behaviour", "customer_engagement"),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.world import CHANNELS, HOUR_PROFILES, World, WorldConfig, generate_world
+from training.datasets.world import CHANNELS, HOUR_PROFILES, World, WorldConfig, generate_world
 
 FILES = (
     "offers",

@@ -60,7 +60,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training.world import CHANNELS, P_CLICK_GIVEN_OPEN, P_DELIVER, World
+from training.datasets.world import CHANNELS, P_CLICK_GIVEN_OPEN, P_DELIVER, World
 
 __all__ = [
     "SimResult",

@@ -111,8 +111,8 @@ def train(
     from mlflow.models import infer_signature
     from tqdm import tqdm
 
+    from training.datasets.world import World
     from training.featurestore import feature_store
-    from training.world import World
 
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     onnxruntime.set_default_logger_severity(3)

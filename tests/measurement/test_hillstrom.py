@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import hillstrom
 from training.cli import main
+from training.datasets import hillstrom
 
 
 def test_lift_check_reproduces_direct_differences() -> None:

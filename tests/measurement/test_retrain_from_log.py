@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from training.dataset import build_datasets
+from training.datasets.world import World
 from training.log_training import MESSAGE_COLUMNS
 from training.models import fit
 from training.train import FEATURES
-from training.world import World
 
 
 def _log_rows(world: World, n: int = 400) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from training import simulate
-from training.world import CHANNELS, World
+from training.datasets.world import CHANNELS, World
 
 
 @pytest.fixture(scope="module")

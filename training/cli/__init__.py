@@ -33,7 +33,7 @@ def _print_table(title: str, rows: dict[str, Any]) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from training.world import WorldConfig, generate_world
+    from training.datasets.world import WorldConfig, generate_world
 
     cfg = WorldConfig(n_customers=args.customers, seed=args.seed)
     out = paths().data
@@ -46,8 +46,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_feature_store(args: argparse.Namespace) -> int:
+    from training.datasets.world import WorldConfig
     from training.featurestore import apply, clear_online, materialize
-    from training.world import WorldConfig
 
     cfg = json.loads((paths().data / "world.json").read_text())
     end = WorldConfig(**cfg).end_ts

@@ -112,7 +112,7 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
             specs.append(f"column:cand_{cand.name}")
     if args.world:
         from training import simulate
-        from training.world import World
+        from training.datasets.world import World
 
         world = World.load(Path(args.world))
         organic = simulate.organic_model(world, Path(args.world), args.attribution_days)
@@ -243,7 +243,8 @@ def _args_ope(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_hillstrom(args: argparse.Namespace) -> int:
-    from training import hillstrom, lift
+    from training import lift
+    from training.datasets import hillstrom
 
     df = hillstrom.load(Path(args.path))
     check = hillstrom.lift_check(df)
@@ -270,7 +271,7 @@ def cmd_hillstrom(args: argparse.Namespace) -> int:
 
 
 def _args_hillstrom(sp: argparse.ArgumentParser) -> None:
-    from training.hillstrom import DEFAULT_PATH
+    from training.datasets.hillstrom import DEFAULT_PATH
 
     sp.add_argument("--path", default=str(DEFAULT_PATH), help="hillstrom.csv")
     sp.add_argument("--html", default=None, help="write the lift report as HTML")
@@ -283,8 +284,8 @@ def _args_hillstrom(sp: argparse.ArgumentParser) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from training import simulate
+    from training.datasets.world import World
     from training.settings import paths
-    from training.world import World
 
     data = Path(args.data) if args.data else paths().data
     world = World.load(data)

@@ -120,7 +120,7 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_bank(args: argparse.Namespace) -> int:
-    from training.bank import run_bank
+    from training.datasets.bank import run_bank
 
     path: Path = args.path
     if not path.exists():

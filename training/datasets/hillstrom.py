@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training import lift, ope
+from training.settings import ROOT
 
 __all__ = [
     "ARMS",
@@ -37,7 +38,7 @@ __all__ = [
 F64 = npt.NDArray[np.float64]
 ARMS = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
 OUTCOMES = ("visit", "conversion", "spend")
-DEFAULT_PATH = Path(__file__).resolve().parent.parent.parent / "shared/data/hillstrom/hillstrom.csv"
+DEFAULT_PATH = ROOT.parent / "shared/data/hillstrom/hillstrom.csv"
 HISTORY_SEGMENTS = (
     "1) $0 - $100",
     "2) $100 - $200",

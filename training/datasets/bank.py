@@ -20,7 +20,7 @@ reported as measured, without choosing features or parameters on the test window
 
 Your own data
 -------------
-The rest of the pipeline reads the Parquet files :mod:`training.world` writes, from
+The rest of the pipeline reads the Parquet files :mod:`training.datasets.world` writes, from
 ``NEXTBEST_DATA_DIR``; put your own data in the same shape and run
 ``python -m training feature-store`` then ``train``:
 
