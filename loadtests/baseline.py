@@ -123,7 +123,7 @@ def baseline_models(models: ModelSet, bundle: Path) -> LightGBMModels:
 
 
 def feast_store(settings: Settings) -> Any:
-    from training.featurestore import feature_store
+    from training.pipeline.featurestore import feature_store
 
     return feature_store("redis", settings.redis_url)
 

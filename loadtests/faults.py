@@ -120,7 +120,7 @@ def load_features(redis_url: str, data_dir: Path, sample: int, seed: int = 0) ->
     import pandas as pd
 
     from training.datasets.world import World
-    from training.featurestore import apply, materialize
+    from training.pipeline.featurestore import apply, materialize
 
     old = os.environ.get("NEXTBEST_DATA_DIR")
     os.environ["NEXTBEST_DATA_DIR"] = str(data_dir)

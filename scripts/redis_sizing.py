@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop("REDIS_CONNECTION_STRING", None)
         os.environ.pop("NEXTBEST_REDIS_CLUSTER", None)
         from training.datasets.world import World
-        from training.featurestore import apply, materialize
+        from training.pipeline.featurestore import apply, materialize
         from training.settings import paths
 
         world = World.load(paths().data)

@@ -72,7 +72,7 @@ def feature_reader(settings: Settings) -> FeastSdkFeatures | None:
     """
     if settings.feature_source != "feast":
         return None
-    from training.featurestore import feature_store
+    from training.pipeline.featurestore import feature_store
 
     return FeastSdkFeatures(feature_store(), RAW_FEATURES)
 

@@ -1,6 +1,6 @@
 """Retrain from logs: the exported decision log + feedback as extra training rows.
 
-``python -m training train --extra-log EXPORT`` uses them (see :mod:`training.dataset`:
+``python -m training train --extra-log EXPORT`` uses them (see :mod:`training.pipeline.dataset`:
 they feed the propensity model, weighted, with a time split on the log).
 :func:`messages_from_log` turns an export (:mod:`training.decision_log`) into rows in the
 schema of the world's ``messages.parquet``, plus a ``weight`` column

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.dataset import build_datasets
 from training.datasets.world import World
 from training.log_training import MESSAGE_COLUMNS
-from training.models import fit
-from training.train import FEATURES
+from training.pipeline.dataset import build_datasets
+from training.pipeline.models import fit
+from training.pipeline.train import FEATURES
 
 
 def _log_rows(world: World, n: int = 400) -> pd.DataFrame:

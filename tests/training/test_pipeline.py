@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
-from training.dataset import KINDS
+from training.pipeline.dataset import KINDS
 
 
 def test_train_logs_metrics_and_candidates(trained: Any) -> None:
-    from training.registry import CANDIDATE, REGISTERED_NAMES, client
+    from training.pipeline.registry import CANDIDATE, REGISTERED_NAMES, client
 
     c = client()
     run = c.get_run(trained.run_id)
@@ -45,8 +45,8 @@ def test_train_logs_metrics_and_candidates(trained: Any) -> None:
 
 
 def test_promote_and_export_bundle(trained: Any, tmp_path: Path) -> None:
-    from training.bundle import export_bundle
-    from training.registry import CHAMPION, REGISTERED_NAMES, client
+    from training.pipeline.bundle import export_bundle
+    from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client
 
     c = client()
     # gates may refuse some candidates on a tiny world; bundle needs a champion for each
@@ -78,8 +78,8 @@ def test_promote_and_export_bundle(trained: Any, tmp_path: Path) -> None:
 def test_service_loads_the_bundle(trained: Any, tmp_path: Path) -> None:
     """The decision service's own loader accepts the bundle (feature order, sha, parity)."""
     from service.adapters.models import load_bundle
-    from training.bundle import export_bundle
-    from training.registry import CHAMPION, REGISTERED_NAMES, client
+    from training.pipeline.bundle import export_bundle
+    from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client
 
     c = client()
     for kind, name in REGISTERED_NAMES.items():

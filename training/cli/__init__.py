@@ -47,7 +47,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_feature_store(args: argparse.Namespace) -> int:
     from training.datasets.world import WorldConfig
-    from training.featurestore import apply, clear_online, materialize
+    from training.pipeline.featurestore import apply, clear_online, materialize
 
     cfg = json.loads((paths().data / "world.json").read_text())
     end = WorldConfig(**cfg).end_ts

@@ -55,7 +55,7 @@ def _bundle_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.train import train
+    from training.pipeline.train import train
 
     t0 = time.perf_counter()
     r = train(
@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from training.registry import promote
+    from training.pipeline.registry import promote
 
     rc, decisions = promote(strict=getattr(args, "strict", False))
     print("\nPromotion (candidate -> champion)")
@@ -105,7 +105,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_export_bundle(args: argparse.Namespace) -> int:
-    from training.bundle import BundleError, export_bundle
+    from training.pipeline.bundle import BundleError, export_bundle
 
     out: Path = getattr(args, "out", MODELS_DIR)
     try:

@@ -41,7 +41,7 @@ from service.features.vectors import (
     propensity_matrix,
     send_time_matrix,
 )
-from training.dataset import Dataset, ModelData, channel_index
+from training.pipeline.dataset import Dataset, ModelData, channel_index
 
 __all__ = ["EvalResult", "ece", "evaluate_all", "format_table", "reliability_plot"]
 

@@ -26,11 +26,17 @@ import numpy.typing as npt
 import pandas as pd
 
 from service.features.vectors import CHANNEL_FEATURES, PROPENSITY_FEATURES, SEND_TIME_FEATURES
-from training.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
-from training.evaluate import EvalResult, evaluate_all, format_table, train_priors
-from training.models import PARAMS, fit
-from training.onnx_export import ParityResult, check_parity, onnx_session, score_onnx, to_onnx
-from training.registry import CANDIDATE, REGISTERED_NAMES, setup_mlflow
+from training.pipeline.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
+from training.pipeline.evaluate import EvalResult, evaluate_all, format_table, train_priors
+from training.pipeline.models import PARAMS, fit
+from training.pipeline.onnx_export import (
+    ParityResult,
+    check_parity,
+    onnx_session,
+    score_onnx,
+    to_onnx,
+)
+from training.pipeline.registry import CANDIDATE, REGISTERED_NAMES, setup_mlflow
 from training.settings import paths
 
 __all__ = ["FEATURES", "TrainResult", "offers_json", "train"]
@@ -104,7 +110,7 @@ def train(
     extra_log: Path | None = None,
 ) -> TrainResult:
     """The train stage; ``extra_log``: an export-log folder whose decisions with outcomes join
-    the training rows (inverse-propensity weights; see training/dataset.py)."""
+    the training rows (inverse-propensity weights; see training/pipeline/dataset.py)."""
     import mlflow
     import onnx
     import onnxruntime
@@ -112,7 +118,7 @@ def train(
     from tqdm import tqdm
 
     from training.datasets.world import World
-    from training.featurestore import feature_store
+    from training.pipeline.featurestore import feature_store
 
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     onnxruntime.set_default_logger_severity(3)
