@@ -20,8 +20,8 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.domain.config import load_policy
 from service.settings import Settings
-from training import decision_log, ope, replay
 from training.cli import main
+from training.measurement import decision_log, ope, replay
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 

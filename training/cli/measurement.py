@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_export_log(args: argparse.Namespace) -> int:
-    from training.decision_log import export_log
+    from training.measurement.decision_log import export_log
     from training.settings import redis_url
 
     meta = export_log(args.redis_url or redis_url(), Path(args.out))
@@ -40,8 +40,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from service.domain.config import load_policy
-    from training import lift
-    from training.decision_log import load_log, outcomes
+    from training.measurement import lift
+    from training.measurement.decision_log import load_log, outcomes
 
     decisions, feedback = load_log(Path(args.log))
     profiles = None
@@ -81,8 +81,8 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """An export-log folder -> the OPE schema, with candidate replays and optional truth."""
     import numpy as np
 
-    from training import ope, replay
-    from training.decision_log import load_log, outcomes
+    from training.measurement import ope, replay
+    from training.measurement.decision_log import load_log, outcomes
     from training.settings import MODELS_DIR
 
     decisions, feedback = load_log(Path(args.log))
@@ -139,7 +139,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from training import ope
+    from training.measurement import ope
 
     path = Path(args.log)
     specs = list(args.policy or [])
@@ -243,8 +243,8 @@ def _args_ope(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_hillstrom(args: argparse.Namespace) -> int:
-    from training import lift
     from training.datasets import hillstrom
+    from training.measurement import lift
 
     df = hillstrom.load(Path(args.path))
     check = hillstrom.lift_check(df)
@@ -348,7 +348,7 @@ def _args_simulate(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_log_to_training(args: argparse.Namespace) -> int:
-    from training.log_training import messages_from_log
+    from training.measurement.log_training import messages_from_log
 
     rows = messages_from_log(Path(args.log), min_age_hours=args.min_age_hours)
     rows.to_parquet(args.out, index=False)

@@ -3,11 +3,11 @@
 Kevin Hillstrom's MineThatData data set: customers randomised in thirds to a men's e-mail,
 a women's e-mail or no e-mail; outcomes over two weeks: ``visit``, ``conversion``, ``spend``.
 
-(a) :func:`lift_check` runs the lift report (:mod:`training.lift`) with "No E-Mail" as the
+(a) :func:`lift_check` runs the lift report (:mod:`training.measurement.lift`) with "No E-Mail" as the
     holdout and checks it reproduces the arm differences computed directly.
 (b) :func:`uplift_policy` learns which e-mail (or none) to send per customer (a T-learner:
     one LightGBM per arm on a 70 % seeded split), then evaluates it on the other 30 % with
-    the off-policy estimators of :mod:`training.ope` (logging propensity 1/3 per arm),
+    the off-policy estimators of :mod:`training.measurement.ope` (logging propensity 1/3 per arm),
     against sending the men's e-mail to everyone, the women's to everyone, nothing, and a
     uniformly random choice.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training import lift, ope
+from training.measurement import lift, ope
 from training.settings import ROOT
 
 __all__ = [

@@ -15,7 +15,7 @@ The split is by time: messages sent before the 80% quantile of send time train, 
 test. Nothing is shuffled across the boundary.
 
 **Retraining from the service's own log** (``extra``: rows from
-:func:`training.log_training.messages_from_log`, the exported decision log with outcomes):
+:func:`training.measurement.log_training.messages_from_log`, the exported decision log with outcomes):
 the log rows join the history with their ``weight`` (inverse logging propensity; history
 rows weigh 1) and go through the same point-in-time joins. They feed the propensity model
 (conversion given an open does not depend on when or how the message was sent); the

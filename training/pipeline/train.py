@@ -128,7 +128,7 @@ def train(
     store = feature_store()
     extra = None
     if extra_log is not None:
-        from training.log_training import messages_from_log
+        from training.measurement.log_training import messages_from_log
 
         extra = messages_from_log(extra_log)
     ds: Dataset = build_datasets(

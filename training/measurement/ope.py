@@ -474,7 +474,7 @@ def bandit_log_from_decisions(
     ``propensity`` = ``choice_probability``; ``reward`` = ``revenue`` or ``converted`` from
     the feedback; ``x_*`` = context. The decision's ``decision_id``, ``unit``, ``ts``,
     ``placement``, ``suppressed``, ``arm`` and logged send hour are kept for replaying
-    candidates (:mod:`training.replay`).
+    candidates (:mod:`training.measurement.replay`).
     """
     df = outcomes[~outcomes["opted_out"] & outcomes["unit"].notna()]
     df = df[df["policy"].astype(str).isin(list(policies)) & ~df["holdout"].astype(bool)]
