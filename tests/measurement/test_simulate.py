@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from training import simulate
+from training import simulation as simulate
 from training.datasets.world import CHANNELS, World
 
 

@@ -111,7 +111,7 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
             df[f"cand_{cand.name}_hour"] = acts["local_hour"].to_numpy()
             specs.append(f"column:cand_{cand.name}")
     if args.world:
-        from training import simulate
+        from training import simulation as simulate
         from training.datasets.world import World
 
         world = World.load(Path(args.world))
@@ -283,7 +283,7 @@ def _args_hillstrom(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from training import simulate
+    from training import simulation as simulate
     from training.datasets.world import World
     from training.settings import paths
 
