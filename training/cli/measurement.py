@@ -244,10 +244,10 @@ def _args_ope(sp: argparse.ArgumentParser) -> None:
 
 def cmd_hillstrom(args: argparse.Namespace) -> int:
     from training.datasets import hillstrom
-    from training.measurement import lift
+    from training.measurement import hillstrom_validation, lift
 
     df = hillstrom.load(Path(args.path))
-    check = hillstrom.lift_check(df)
+    check = hillstrom_validation.lift_check(df)
     print(lift.render_text(check.report, max_breakdown_rows=args.breakdown_rows))
     d = check.direct
     print("\nDirectly computed arm means (visit, conversion, spend):")
@@ -262,11 +262,11 @@ def cmd_hillstrom(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(lift.render_html(check.report))
         print(f"HTML report: {args.html}")
-    res = hillstrom.uplift_policy(
+    res = hillstrom_validation.uplift_policy(
         df, target=args.target, cost=args.cost, seed=args.seed, n_boot=args.bootstrap
     )
     print()
-    print(hillstrom.render_uplift(res))
+    print(hillstrom_validation.render_uplift(res))
     return 0 if check.ok else 1
 
 
