@@ -36,24 +36,13 @@ import numpy as np
 import pandas as pd
 
 from training.measurement.decision_log import load_log, outcomes
+from training.pipeline.dataset import MESSAGE_COLS
 
 __all__ = ["MESSAGE_COLUMNS", "append_log_rows", "messages_from_log", "rows_from_log"]
 
-MESSAGE_COLUMNS = (
-    "message_id",
-    "customer_id",
-    "offer_id",
-    "channel",
-    "sent_at",
-    "local_hour",
-    "policy",
-    "delivered",
-    "opened",
-    "clicked",
-    "converted",
-    "revenue",
-    "weight",
-)
+#: the rows' columns: those of ``messages.parquet`` (one definition, in the dataset stage)
+#: plus the sample ``weight``
+MESSAGE_COLUMNS = (*MESSAGE_COLS, "weight")
 
 
 def rows_from_log(

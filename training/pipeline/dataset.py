@@ -72,6 +72,9 @@ SERVICES: dict[str, str] = {
     "channel": "channel_v1",
 }
 TEST_SHARE = 0.2
+#: columns of the world's ``messages.parquet``: the entity rows of every training set. Rows
+#: made from the decision log (:mod:`training.measurement.log_training`) have the same
+#: columns plus ``weight``.
 MESSAGE_COLS = (
     "message_id",
     "customer_id",
@@ -82,7 +85,9 @@ MESSAGE_COLS = (
     "policy",
     "delivered",
     "opened",
+    "clicked",
     "converted",
+    "revenue",
 )
 _KEYS = ("message_id", "customer_id", "offer_id", "event_timestamp")
 
