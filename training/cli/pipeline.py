@@ -1,68 +1,84 @@
-"""CLI stages after the feature store: train, promote, export-bundle, bank.
-
-``register`` is called by :mod:`training.cli`; ``all`` runs train, promote and
-export-bundle after generate and feature-store.
+"""Handlers of the pipeline commands: generate, feature-store, train, promote, rollback,
+export-bundle, bank, and ``all`` (generate -> feature-store -> train -> promote ->
+export-bundle). The argument tree is :mod:`training.cli.parser`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
-from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from training.settings import MODELS_DIR, ROOT
+from training.settings import paths
 
-__all__ = ["register"]
+__all__ = [
+    "cmd_all",
+    "cmd_bank",
+    "cmd_export_bundle",
+    "cmd_feature_store",
+    "cmd_generate",
+    "cmd_promote",
+    "cmd_train",
+]
 
-Handler = Callable[[argparse.Namespace], int]
-AddArgs = Callable[[argparse.ArgumentParser], None]
-DEFAULT_BANK = ROOT.parent / "shared" / "data" / "bank_marketing" / "bank-additional-full.csv.gz"
+
+def _print_table(title: str, rows: dict[str, Any]) -> None:
+    width = max(len(k) for k in rows)
+    print(f"\n{title}")
+    print("-" * len(title))
+    for k, v in rows.items():
+        print(f"  {k:<{width}}  {v:,}" if isinstance(v, int) else f"  {k:<{width}}  {v}")
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--max-rows",
-        type=int,
-        default=None,
-        help="cap the entity rows per model (seeded uniform sample); default: all",
+def cmd_generate(args: argparse.Namespace) -> int:
+    from training.datasets.world import WorldConfig, generate_world
+
+    cfg = WorldConfig(n_customers=args.customers, seed=args.seed)
+    out = paths().data
+    t0 = time.perf_counter()
+    counts = generate_world(cfg, out)
+    _print_table(
+        f"Synthetic world (seed {cfg.seed}) in {time.perf_counter() - t0:.1f}s -> {out}", counts
     )
-    p.add_argument(
-        "--extra-log",
-        type=Path,
-        default=None,
-        help="export-log folder: the service's decisions with outcomes as extra training rows "
-        "(weights 1/choice_probability; test = the newest 20%% of the log)",
-    )
-    if not any(a.dest == "seed" for a in p._actions):
-        p.add_argument("--seed", type=int, default=42, help="random seed")
+    return 0
 
 
-def _promote_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--strict", action="store_true", help="exit non-zero when a candidate is refused"
-    )
+def cmd_feature_store(args: argparse.Namespace) -> int:
+    from training.datasets.world import WorldConfig
+    from training.pipeline.featurestore import apply, clear_online, materialize
+    from training.settings import redis_url
 
-
-def _bundle_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=MODELS_DIR, help="bundle folder (models/)")
-    p.add_argument(
-        "--bundle-alias",
-        default="champion",
-        help="registry alias to export (candidate: a bundle for offline evaluation)",
-    )
+    cfg = json.loads((paths().data / "world.json").read_text())
+    end = WorldConfig(**cfg).end_ts
+    stores = ["sqlite", "redis"] if args.online == "both" else [args.online]
+    for online in stores:
+        t0 = time.perf_counter()
+        if args.fresh:
+            clear_online(online)
+        views = apply(online)
+        materialize(online, end=end)
+        where = str(paths().feast / "online.db") if online == "sqlite" else redis_url()
+        _print_table(
+            f"Feature store ({online}) applied and materialized in {time.perf_counter() - t0:.1f}s",
+            {
+                "feature views": ", ".join(views),
+                "feature services": "propensity_v1, send_time_v1, channel_v1",
+                "online store": where,
+                "registry": str(paths().feast / "registry.db"),
+                "materialized as of": end.isoformat(),
+            },
+        )
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline.train import train
 
     t0 = time.perf_counter()
-    r = train(
-        max_rows=getattr(args, "max_rows", None),
-        seed=getattr(args, "seed", 42),
-        extra_log=getattr(args, "extra_log", None),
-    )
+    r = train(max_rows=args.max_rows, seed=args.seed, extra_log=args.extra_log)
     log_rows = r.dataset.params.get("log_rows")
     if log_rows is not None:
         parts = []
@@ -94,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from training.pipeline.registry import promote
 
-    rc, decisions = promote(strict=getattr(args, "strict", False))
+    rc, decisions = promote(strict=args.strict)
     print("\nPromotion (candidate -> champion)")
     for kind, reasons in decisions.items():
         if not reasons:
@@ -107,9 +123,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_export_bundle(args: argparse.Namespace) -> int:
     from training.pipeline.bundle import BundleError, export_bundle
 
-    out: Path = getattr(args, "out", MODELS_DIR)
+    out: Path = args.out
     try:
-        manifest = export_bundle(out, getattr(args, "bundle_alias", "champion"))
+        manifest = export_bundle(out, args.bundle_alias)
     except BundleError as exc:
         print(f"export-bundle: {exc}")
         return 1
@@ -133,23 +149,15 @@ def cmd_bank(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bank_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--path", type=Path, default=DEFAULT_BANK, help="bank-additional-full.csv[.gz]")
-
-
-def register(stages: dict[str, tuple[str, Handler, AddArgs | None]], all_after: list[str]) -> None:
-    for add in (_train_args, _promote_args, _bundle_args):
-        setattr(add, "also_for_all", True)  # noqa: B010
-    stages["train"] = (
-        "build Feast datasets, fit, evaluate, export ONNX, register candidates in MLflow",
-        cmd_train,
-        _train_args,
-    )
-    stages["promote"] = ("move the champion alias if the gates pass", cmd_promote, _promote_args)
-    stages["export-bundle"] = (
-        "champion ONNX models + manifest.json into models/ (or --out)",
-        cmd_export_bundle,
-        _bundle_args,
-    )
-    stages["bank"] = ("UCI Bank Marketing adapter: train + AUC", cmd_bank, _bank_args)
-    all_after.extend(["train", "promote", "export-bundle"])
+def cmd_all(args: argparse.Namespace) -> int:
+    """The main job: generate, feature-store (fresh), train, promote, export-bundle."""
+    t0 = time.perf_counter()
+    print(f"nextbest main job, {datetime.now().isoformat(timespec='seconds')}")
+    args.fresh = True  # a new world: rows of an earlier one must not survive in the stores
+    rc = 0
+    for stage in (cmd_generate, cmd_feature_store, cmd_train, cmd_promote, cmd_export_bundle):
+        rc = stage(args)
+        if rc:
+            break
+    print(f"\nmain job finished in {time.perf_counter() - t0:.1f}s (exit {rc})")
+    return rc
