@@ -19,6 +19,7 @@ COMMANDS = {
     "feature-store",
     "train",
     "promote",
+    "rollback",
     "export-bundle",
     "bank",
     "export-log",

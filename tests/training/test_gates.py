@@ -49,7 +49,7 @@ def test_registry_refuses_a_worse_candidate(trained: Any) -> None:
     c.set_registered_model_alias(name, CANDIDATE, trained.versions[kind])
     c.set_registered_model_alias(name, CHAMPION, trained.versions[kind])
     champion_before = c.get_model_version_by_alias(name, CHAMPION).version
-    good = c.get_run(trained.run_id).data.metrics
+    good = c.get_run(trained.run_ids[kind]).data.metrics  # the model's own run
     setup_mlflow()
     with mlflow.start_run(run_name="deliberately-worse") as run:
         worse = {k: v for k, v in good.items() if k.startswith(f"{kind}.")}

@@ -263,6 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.cmd_promote,
         [promote_options()],
     )
+    rb = command(
+        "rollback",
+        "move the champion alias back to the previous champion",
+        p.cmd_rollback,
+        description="Move the champion alias of each chosen model back to the version that "
+        "was champion before it (the history `promote` records on the registered model, "
+        "tag champion.history). Each model steps back in its own history. A model with no "
+        "earlier champion is refused (exit 1). The version moved away from is tagged "
+        "champion.rolled_back_at, and `promote` will not make it champion again. Run "
+        "export-bundle afterwards for a bundle folder; a service that loads from MLflow "
+        "picks the change up at its next poll (NEXTBEST_MODEL_POLL_S) or reload.",
+    )
+    rb.add_argument(
+        "--model",
+        choices=["propensity", "send_time", "channel", "all"],
+        default="all",
+        help="the model to roll back",
+    )
     command(
         "export-bundle",
         "champion ONNX models + manifest.json into a bundle folder",

@@ -21,6 +21,7 @@ __all__ = [
     "cmd_feature_store",
     "cmd_generate",
     "cmd_promote",
+    "cmd_rollback",
     "cmd_train",
 ]
 
@@ -118,6 +119,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
         else:
             print(f"  {kind:<11} refused: " + "; ".join(reasons))
     return rc
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from training.pipeline.registry import REGISTERED_NAMES, rollback
+
+    kinds = list(REGISTERED_NAMES) if args.model == "all" else [args.model]
+    done = rollback(kinds)
+    print("\nRollback (champion -> the previous champion)")
+    for kind, r in done.items():
+        if r.reason:
+            print(f"  {kind:<11} refused: {r.reason}")
+        else:
+            print(f"  {kind:<11} v{r.from_version} -> v{r.to_version}")
+    return 1 if any(r.reason for r in done.values()) else 0
 
 
 def cmd_export_bundle(args: argparse.Namespace) -> int:

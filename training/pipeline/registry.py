@@ -2,21 +2,36 @@
 
 Registered models: ``nextbest-propensity``, ``nextbest-send-time``, ``nextbest-channel``.
 ``train`` gives each new version the alias ``candidate``; ``promote`` moves ``champion`` to
-the candidate only when every gate passes (:func:`check_gates`). Versions are always
-resolved through aliases, never by number.
+the candidate only when every gate passes (:func:`check_gates`); ``rollback`` moves it back to
+the previous champion. Versions are always resolved through aliases, never by number.
 
 Gates, per model:
   * the ONNX parity check passed;
   * the primary metric beats the best baseline by ``margin`` (``GATES``);
   * no key metric is worse than the current champion's by more than its tolerance
     (``CHAMPION_TOLERANCE``).
+
+What the registry records (read it in the MLflow UI or with ``MlflowClient``):
+
+| where | key | value |
+|---|---|---|
+| model version | description | what the model predicts, its data window, headline metric vs the best baseline |
+| model version | ``features``, ``features.count``, ``features.sha256`` | the input columns in order, their number, sha256 of the JSON list |
+| model version | ``feature_service``, ``train_run`` | the Feast feature service; the parent training run |
+| model version | ``gates`` and ``gate.<name>`` | set by ``promote``: ``passed``/``failed`` overall and per gate, with the values compared |
+| model version | ``champion.promoted_at``, ``champion.previous`` | set when ``promote`` makes it champion: when, and the version it replaced |
+| model version | ``champion.rolled_back_at`` | set when ``rollback`` moved ``champion`` away from it; ``promote`` then refuses it |
+| registered model | ``champion.history`` | JSON list of the versions that were champion, oldest first, the current one last |
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,11 +43,18 @@ __all__ = [
     "CHAMPION_TOLERANCE",
     "EXPERIMENT",
     "GATES",
+    "HISTORY_TAG",
     "REGISTERED_NAMES",
     "Gate",
+    "GateOutcome",
     "artifact_root",
     "check_gates",
     "client",
+    "describe_version",
+    "feature_tags",
+    "gate_outcomes",
+    "promote",
+    "rollback",
     "run_metrics",
     "setup_mlflow",
     "tracking_uri",
@@ -158,6 +180,91 @@ def _better(a: float, b: float, higher: bool) -> float:
     return a - b if higher else b - a
 
 
+def best_baseline(
+    metric: str, higher_is_better: bool, baselines: dict[str, dict[str, float]]
+) -> tuple[str, float] | None:
+    """(name, value) of the best baseline on ``metric``, or None when none reports it."""
+    base = [(name, m[metric]) for name, m in baselines.items() if metric in m]
+    if not base:
+        return None
+    pick = max if higher_is_better else min
+    return pick(base, key=lambda nv: nv[1])
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """One promotion gate: its name, whether it passed, the values it compared, and (when
+    it failed) the reason ``promote`` prints."""
+
+    name: str
+    passed: bool
+    detail: str
+    reason: str | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{'passed' if self.passed else 'failed'}: {self.detail}"
+
+
+def gate_outcomes(
+    kind: str,
+    candidate: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    champion: dict[str, float] | None,
+) -> list[GateOutcome]:
+    """Every gate of ``kind`` on the candidate's metrics (see the module doc)."""
+    out: list[GateOutcome] = []
+    parity = candidate.get("parity_passed", 0.0) >= 1.0
+    diff = candidate.get("parity_max_abs_diff", float("nan"))
+    out.append(
+        GateOutcome(
+            "onnx_parity",
+            parity,
+            f"parity_passed {candidate.get('parity_passed', 0.0):g}, max |diff| {diff:.1e}",
+            None if parity else "ONNX parity check did not pass",
+        )
+    )
+    for g in GATES[kind]:
+        name = f"{g.metric}_vs_best_baseline"
+        value = candidate.get(g.metric)
+        if value is None or math.isnan(value):
+            out.append(GateOutcome(name, False, f"{g.metric} missing", f"{g.metric} missing"))
+            continue
+        best = best_baseline(g.metric, g.higher_is_better, baselines)
+        if best is None:
+            out.append(GateOutcome(name, True, f"{g.metric} {value:.4f}, no baseline reports it"))
+            continue
+        detail = (
+            f"{g.metric} {value:.4f} vs best baseline {best[1]:.4f} ({best[0]}), "
+            f"required margin {g.margin}"
+        )
+        ok = not _better(value, best[1], g.higher_is_better) < g.margin  # NaN passes, as before
+        reason = (
+            None
+            if ok
+            else f"{g.metric} {value:.4f} does not beat the best baseline {best[1]:.4f} "
+            f"by {g.margin}"
+        )
+        out.append(GateOutcome(name, ok, detail, reason))
+    if champion:
+        for metric, (higher, tol) in CHAMPION_TOLERANCE[kind].items():
+            if metric not in candidate or metric not in champion:
+                continue
+            ok = not _better(candidate[metric], champion[metric], higher) < -tol
+            detail = (
+                f"{metric} {candidate[metric]:.4f} vs champion {champion[metric]:.4f}, "
+                f"tolerance {tol}"
+            )
+            reason = (
+                None
+                if ok
+                else f"{metric} {candidate[metric]:.4f} worse than champion "
+                f"{champion[metric]:.4f} beyond tolerance {tol}"
+            )
+            out.append(GateOutcome(f"{metric}_vs_champion", ok, detail, reason))
+    return out
+
+
 def check_gates(
     kind: str,
     candidate: dict[str, float],
@@ -165,37 +272,114 @@ def check_gates(
     champion: dict[str, float] | None,
 ) -> list[str]:
     """Reasons the candidate must not become champion (empty list = promote)."""
-    reasons: list[str] = []
-    if candidate.get("parity_passed", 0.0) < 1.0:
-        reasons.append("ONNX parity check did not pass")
-    for g in GATES[kind]:
-        value = candidate.get(g.metric)
-        if value is None or math.isnan(value):
-            reasons.append(f"{g.metric} missing")
-            continue
-        base = [m[g.metric] for m in baselines.values() if g.metric in m]
-        if not base:
-            continue
-        best = max(base) if g.higher_is_better else min(base)
-        if _better(value, best, g.higher_is_better) < g.margin:
-            reasons.append(
-                f"{g.metric} {value:.4f} does not beat the best baseline {best:.4f} by {g.margin}"
-            )
-    if champion:
-        for metric, (higher, tol) in CHAMPION_TOLERANCE[kind].items():
-            if metric not in candidate or metric not in champion:
-                continue
-            if _better(candidate[metric], champion[metric], higher) < -tol:
-                reasons.append(
-                    f"{metric} {candidate[metric]:.4f} worse than champion "
-                    f"{champion[metric]:.4f} beyond tolerance {tol}"
-                )
-    return reasons
+    return [o.reason for o in gate_outcomes(kind, candidate, baselines, champion) if o.reason]
+
+
+# ------------------------------------------------------------- what a version carries
+
+
+#: what each model predicts (the first line of a version's description)
+PURPOSE = {
+    "propensity": "P(conversion | opened message) for an offer on a channel",
+    "send_time": "P(open) of a message by the customer's local send hour",
+    "channel": "P(open) of a message per channel",
+}
+
+
+def feature_tags(features: list[str]) -> dict[str, str]:
+    """Model version tags naming the input columns, in order."""
+    blob = json.dumps(features).encode()
+    return {
+        "features": ",".join(features),
+        "features.count": str(len(features)),
+        "features.sha256": hashlib.sha256(blob).hexdigest(),
+    }
+
+
+def describe_version(
+    kind: str,
+    metrics: dict[str, float],
+    baselines: dict[str, dict[str, float]],
+    window: dict[str, str],
+    feature_service: str,
+    n_features: int,
+) -> str:
+    """A model version's description: what, which data, the headline metric vs the best
+    baseline (the first gate's metric)."""
+    g = GATES[kind][0]
+    lines = [
+        f"{kind}: {PURPOSE[kind]}. LightGBM served as ONNX; {n_features} features from the "
+        f"feature service {feature_service}.",
+        f"Data: trained on messages sent {window['train_start']} to {window['train_end']}, "
+        f"tested on {window['test_start']} to {window['test_end']}"
+        + (
+            f" (decision-log rows tested from {window['log_test_start']})"
+            if "log_test_start" in window
+            else ""
+        )
+        + f"; {int(metrics.get('test_rows', 0)):,} test rows.",
+    ]
+    value = metrics.get(g.metric)
+    best = best_baseline(g.metric, g.higher_is_better, baselines)
+    if value is not None and best is not None:
+        better = "higher" if g.higher_is_better else "lower"
+        lines.append(
+            f"Headline: {g.metric} {value:.4f} vs best baseline {best[0]} {best[1]:.4f} "
+            f"({better} is better)."
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- promotion and rollback
+
+HISTORY_TAG = "champion.history"
+HISTORY_MAX = 100  # versions kept in the history (a registered-model tag holds 5,000 chars)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def champion_history(c: Any, name: str) -> list[str]:
+    """Versions that were champion of ``name``, oldest first (the registered model's tag)."""
+    raw = c.get_registered_model(name).tags.get(HISTORY_TAG)
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _set_history(c: Any, name: str, history: list[str]) -> None:
+    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-HISTORY_MAX:]))
+
+
+def _record_gates(c: Any, name: str, version: str, outcomes: list[GateOutcome], champ: Any) -> None:
+    old = c.get_model_version(name, version).tags
+    for key in old:
+        if key.startswith("gate."):
+            c.delete_model_version_tag(name, version, key)
+    tags = {f"gate.{o.name}": o.tag for o in outcomes}
+    tags["gates"] = "passed" if all(o.passed for o in outcomes) else "failed"
+    tags["gates.checked_at"] = _now()
+    tags["gates.champion_version"] = str(champ.version) if champ is not None else "none"
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, value)
+
+
+def _move_champion(c: Any, name: str, new: str, old: Any) -> None:
+    """Point ``champion`` at ``new`` and record the move (history, version tags)."""
+    history = champion_history(c, name)
+    if old is not None and (not history or history[-1] != str(old.version)):
+        history.append(str(old.version))  # a champion set outside `promote`
+    c.set_registered_model_alias(name, CHAMPION, new)
+    _set_history(c, name, [*history, new])
+    c.set_model_version_tag(name, new, "champion.promoted_at", _now())
+    c.set_model_version_tag(
+        name, new, "champion.previous", str(old.version) if old is not None else "none"
+    )
 
 
 def promote(strict: bool = False) -> tuple[int, dict[str, list[str]]]:
     """Move ``champion`` to ``candidate`` for each model whose gates pass.
 
+    Every evaluated candidate gets the gate outcomes as tags (``gate.<name>``, ``gates``).
     Returns (exit code, model -> refusal reasons). The exit code is non-zero only with
     ``strict`` and at least one refusal.
     """
@@ -210,11 +394,75 @@ def promote(strict: bool = False) -> tuple[int, dict[str, list[str]]]:
         if champ is not None and champ.version == cand.version:
             decisions[kind] = []
             continue
+        rolled_back = cand.tags.get("champion.rolled_back_at")
+        if rolled_back:
+            decisions[kind] = [
+                f"v{cand.version} was rolled back from champion at {rolled_back} "
+                "(train a new candidate, or move the alias by hand)"
+            ]
+            continue
         metrics, baselines = run_metrics(c, cand.run_id, kind)
         champ_metrics = run_metrics(c, champ.run_id, kind)[0] if champ is not None else None
-        reasons = check_gates(kind, metrics, baselines, champ_metrics)
+        outcomes = gate_outcomes(kind, metrics, baselines, champ_metrics)
+        _record_gates(c, name, str(cand.version), outcomes, champ)
+        reasons = [o.reason for o in outcomes if o.reason]
         decisions[kind] = reasons
         if not reasons:
-            c.set_registered_model_alias(name, CHAMPION, cand.version)
+            _move_champion(c, name, str(cand.version), champ)
     refused = any(decisions.values())
     return (1 if strict and refused else 0), decisions
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What ``rollback`` did for one model: moved ``champion`` from one version to another,
+    or refused (``reason``)."""
+
+    kind: str
+    from_version: str | None = None
+    to_version: str | None = None
+    reason: str | None = None
+
+
+def rollback(kinds: list[str] | None = None) -> dict[str, Rollback]:
+    """Move ``champion`` of each model in ``kinds`` (default: all three) back to the version
+    that was champion before it, as recorded by ``promote`` (``champion.history``).
+
+    Refuses a model without a champion, without an earlier champion in the history, or
+    whose earlier champion no longer exists. The version moved away from is tagged
+    ``champion.rolled_back_at`` (``promote`` will not make it champion again).
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    out: dict[str, Rollback] = {}
+    for kind in kinds or list(REGISTERED_NAMES):
+        name = REGISTERED_NAMES[kind]
+        current = version_by_alias(c, kind, CHAMPION)
+        if current is None:
+            out[kind] = Rollback(kind, reason=f"{name} has no '{CHAMPION}' version")
+            continue
+        now = str(current.version)
+        history = champion_history(c, name)
+        if history and history[-1] == now:
+            history = history[:-1]
+        # else: champion was moved by hand since the last promotion; go back to the last
+        # version `promote` or `rollback` put there
+        if not history:
+            out[kind] = Rollback(
+                kind, now, reason=f"no earlier champion of {name} recorded (champion is v{now})"
+            )
+            continue
+        target = history[-1]
+        try:
+            c.get_model_version(name, target)
+        except MlflowException:
+            out[kind] = Rollback(
+                kind, now, reason=f"the earlier champion v{target} of {name} no longer exists"
+            )
+            continue
+        c.set_registered_model_alias(name, CHAMPION, target)
+        _set_history(c, name, history)
+        c.set_model_version_tag(name, now, "champion.rolled_back_at", _now())
+        out[kind] = Rollback(kind, now, target)
+    return out
