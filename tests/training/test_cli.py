@@ -77,6 +77,19 @@ class TestTree:
         for stage in ("generate", "train", "promote", "export-bundle"):
             assert {a.dest for a in _options(cmds[stage])} <= all_opts, stage
 
+    def test_data_names_the_world_folder_for_one_command(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import os
+
+        monkeypatch.setenv("NEXTBEST_DATA_DIR", str(tmp_path / "elsewhere"))
+        world = tmp_path / "w"
+        assert main(["generate", "--customers", "400", "--seed", "3", "--data", str(world)]) == 0
+        assert (world / "world.json").exists() and (world / "messages.parquet").exists()
+        assert f"-> {world}" in capsys.readouterr().out
+        assert os.environ["NEXTBEST_DATA_DIR"] == str(tmp_path / "elsewhere")  # restored
+        assert not (tmp_path / "elsewhere").exists()
+
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exc:
             main(["--version"])

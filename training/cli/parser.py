@@ -10,9 +10,10 @@ heavy dependencies when they run, and a missing one is reported with what to ins
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -476,15 +477,31 @@ def missing_dependency(command: str, exc: ModuleNotFoundError) -> str | None:
     return f"{PROG} {command}: the Python module {name!r} is not installed; {how}"
 
 
+@contextlib.contextmanager
+def world_folder(data: Path | None) -> Iterator[None]:
+    """NEXTBEST_DATA_DIR = ``data`` while a command runs (the one place every offline tool,
+    Feast's sources included, reads the world folder from); nothing when None."""
+    if data is None:
+        yield
+        return
+    old = os.environ.get("NEXTBEST_DATA_DIR")
+    os.environ["NEXTBEST_DATA_DIR"] = str(data.resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NEXTBEST_DATA_DIR", None)
+        else:
+            os.environ["NEXTBEST_DATA_DIR"] = old
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Quiet default for a terminal user; override from the environment.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
-    data: Path | None = getattr(args, "data", None)
-    if data is not None:  # one place the offline tools read the world folder from
-        os.environ["NEXTBEST_DATA_DIR"] = str(data.resolve())
     try:
-        rc: Any = args.func(args)
+        with world_folder(getattr(args, "data", None)):
+            rc: Any = args.func(args)
     except ModuleNotFoundError as exc:
         message = missing_dependency(args.command, exc)
         if message is None:
