@@ -111,9 +111,9 @@ def redis_server(url: str | None, workdir: Path) -> Iterator[str]:
 
 
 def materialize(url: str, data_dir: Path) -> float:
-    from training.featurestore import apply, clear_online
-    from training.featurestore import materialize as feast_materialize
-    from training.world import World
+    from training.datasets.world import World
+    from training.pipeline.featurestore import apply, clear_online
+    from training.pipeline.featurestore import materialize as feast_materialize
 
     t = time.perf_counter()
     apply("redis", url)

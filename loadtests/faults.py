@@ -119,8 +119,8 @@ def load_features(redis_url: str, data_dir: Path, sample: int, seed: int = 0) ->
     """Materialize the world's features into ``redis_url``; return a sample of customer ids."""
     import pandas as pd
 
-    from training.featurestore import apply, materialize
-    from training.world import World
+    from training.datasets.world import World
+    from training.pipeline.featurestore import apply, materialize
 
     old = os.environ.get("NEXTBEST_DATA_DIR")
     os.environ["NEXTBEST_DATA_DIR"] = str(data_dir)

@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["NEXTBEST_REDIS_URL"] = url
         os.environ.pop("REDIS_CONNECTION_STRING", None)
         os.environ.pop("NEXTBEST_REDIS_CLUSTER", None)
-        from training.featurestore import apply, materialize
+        from training.datasets.world import World
+        from training.pipeline.featurestore import apply, materialize
         from training.settings import paths
-        from training.world import World
 
         world = World.load(paths().data_dir)
         profiles = pd.read_parquet(paths().data_dir / "customer_profile.parquet")

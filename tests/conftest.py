@@ -87,7 +87,7 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def small_world(var_dir: Path) -> Path:
     """A 3,000-customer world generated once per session; returns its data folder."""
-    from training.world import WorldConfig, generate_world
+    from training.datasets.world import WorldConfig, generate_world
 
     out = var_dir / "world"
     generate_world(WorldConfig(n_customers=SMALL_WORLD_CUSTOMERS, seed=7), out)
@@ -97,8 +97,8 @@ def small_world(var_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def sqlite_store(small_world: Path):  # type: ignore[no-untyped-def]
     """The Feast repository applied and materialized into the embedded SQLite store."""
-    from training.featurestore import apply, materialize
-    from training.world import World
+    from training.datasets.world import World
+    from training.pipeline.featurestore import apply, materialize
 
     apply("sqlite")
     return materialize("sqlite", end=World.load(small_world).config.end_ts)
@@ -107,8 +107,8 @@ def sqlite_store(small_world: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def redis_store(small_world: Path, redis_url: str):  # type: ignore[no-untyped-def]
     """The Feast repository materialized into the test Redis database."""
-    from training.featurestore import apply, materialize
-    from training.world import World
+    from training.datasets.world import World
+    from training.pipeline.featurestore import apply, materialize
 
     apply("redis", redis_url)
     return materialize("redis", redis_url, end=World.load(small_world).config.end_ts)
@@ -117,7 +117,7 @@ def redis_store(small_world: Path, redis_url: str):  # type: ignore[no-untyped-d
 @pytest.fixture(scope="session")
 def trained(sqlite_store):  # type: ignore[no-untyped-def]
     """The real ``train`` stage, run once per session on the small world (a TrainResult)."""
-    from training.train import train
+    from training.pipeline.train import train
 
     return train(progress=False)
 
@@ -130,8 +130,8 @@ def model_bundle(trained, var_dir: Path) -> Path:  # type: ignore[no-untyped-def
     on their own in tests/training/test_gates.py; a 3,000-customer world is too small to pass
     them reliably).
     """
-    from training.bundle import export_bundle
-    from training.registry import CHAMPION, REGISTERED_NAMES, client
+    from training.pipeline.bundle import export_bundle
+    from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client
 
     c = client()
     for kind, name in REGISTERED_NAMES.items():

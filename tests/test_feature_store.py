@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from contracts.features import DEFAULT_SPEC
-from training.world import World
+from training.datasets.world import World
 
 RAW_FEATURES = DEFAULT_SPEC.raw
 
@@ -90,7 +90,7 @@ def test_fresh_materialization_drops_rows_of_earlier_data(
 ) -> None:
     """Materialization keeps a stored row unless the new one is newer: rows of an earlier
     world survive a plain re-run. ``clear_online`` (what ``all``/``--fresh`` do) fixes it."""
-    from training.featurestore import apply, clear_online, materialize
+    from training.pipeline.featurestore import apply, clear_online, materialize
 
     latest = _latest(small_world, "customer_engagement")
     cid = str(latest["click_rate"].dropna().index[0])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from contracts.vocabulary import DEFAULT_CHANNELS as CHANNELS
-from training.world import HOUR_PROFILES, World, WorldConfig, generate_world
+from training.datasets.world import HOUR_PROFILES, World, WorldConfig, generate_world
 
 FILES = (
     "offers",

@@ -90,8 +90,8 @@ def registry(mlflow_server: dict[str, Any], sqlite_store: Any, var_dir: Path) ->
 
     import mlflow
 
-    from training.bundle import export_bundle
-    from training.registry import (
+    from training.pipeline.bundle import export_bundle
+    from training.pipeline.registry import (
         CANDIDATE,
         CHAMPION,
         REGISTERED_NAMES,
@@ -99,7 +99,7 @@ def registry(mlflow_server: dict[str, Any], sqlite_store: Any, var_dir: Path) ->
         promote,
         version_by_alias,
     )
-    from training.train import train
+    from training.pipeline.train import train
 
     try:
         with pytest.MonkeyPatch.context() as mp:

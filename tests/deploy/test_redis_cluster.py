@@ -34,8 +34,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.anyio]
 @pytest.fixture(scope="module")
 def cluster_store(redis_cluster: Any, small_world: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """`feast apply` + materialize of the session's world into the cluster."""
-    from training.featurestore import apply, materialize
-    from training.world import World
+    from training.datasets.world import World
+    from training.pipeline.featurestore import apply, materialize
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NEXTBEST_REDIS_CLUSTER", "1")

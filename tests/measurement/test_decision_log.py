@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from contracts.keys import decision_stream, decision_streams, feedback_stream, feedback_streams
-from training import decision_log, ope
 from training.cli import main
-from training.log_training import MESSAGE_COLUMNS, append_log_rows, rows_from_log
+from training.measurement import decision_log, ope
+from training.measurement.log_training import MESSAGE_COLUMNS, append_log_rows, rows_from_log
 
 T0 = 1_794_787_200.0  # 2026-11-16T00:00:00Z
 

@@ -21,8 +21,8 @@ from contracts.settings import Settings
 from service.app import create_app
 from service.domain.config import load_policy
 from tests.support import make_settings
-from training import decision_log, ope, replay
 from training.cli import main
+from training.measurement import decision_log, ope, replay
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import hillstrom
 from training.cli import main
+from training.datasets import hillstrom
+from training.measurement import hillstrom_validation
 
 
 def test_lift_check_reproduces_direct_differences() -> None:
     df = hillstrom.synthetic_hillstrom(6000, seed=1)
-    check = hillstrom.lift_check(df)
+    check = hillstrom_validation.lift_check(df)
     assert check.ok
     mens = check.report.lift[
         (check.report.lift["arm"] == "Mens E-Mail") & (check.report.lift["metric"] == "visit rate")
@@ -26,7 +27,7 @@ def test_lift_check_reproduces_direct_differences() -> None:
 
 def test_uplift_policy_beats_sending_nothing() -> None:
     df = hillstrom.synthetic_hillstrom(9000, seed=2)
-    res = hillstrom.uplift_policy(df, target="visit", seed=0)
+    res = hillstrom_validation.uplift_policy(df, target="visit", seed=0)
     t = res.table[(res.table["outcome"] == "visit") & (res.table["method"] == "DR")]
     v = dict(zip(t["policy"], t["value"], strict=True))
     model = next(k for k in v if k.startswith("uplift"))
@@ -36,7 +37,7 @@ def test_uplift_policy_beats_sending_nothing() -> None:
     assert v["send nothing"] == pytest.approx(res.truth.loc["No E-Mail", "visit"], abs=0.02)
     assert abs(sum(res.chosen_share.values()) - 1) < 1e-9
     assert res.n_train + res.n_test == len(df)
-    assert "uplift model" in hillstrom.render_uplift(res)
+    assert "uplift model" in hillstrom_validation.render_uplift(res)
     # paired differences on the same test rows: the model beats sending nothing, and the
     # paired interval is narrower than the two separate DR intervals would suggest
     d = res.differences.set_index(["versus", "outcome"])

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from service.domain.config import load_policy
-from training import lift
+from training.measurement import lift
 
 
 def test_welch_matches_scipy() -> None:

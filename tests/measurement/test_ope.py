@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import ope
+from training.measurement import ope
 
 K = 3
 

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.dataset import build_datasets
-from training.log_training import MESSAGE_COLUMNS
-from training.models import fit
-from training.train import FEATURES
-from training.world import World
+from training.datasets.world import World
+from training.measurement.log_training import MESSAGE_COLUMNS
+from training.pipeline.dataset import build_datasets
+from training.pipeline.models import fit
+from training.pipeline.train import FEATURES
 
 
 def _log_rows(world: World, n: int = 400) -> pd.DataFrame:
-    """Rows as training.log_training.rows_from_log makes them, after the world's end."""
+    """Rows as training.measurement.log_training.rows_from_log makes them, after the world's end."""
     rng = np.random.default_rng(0)
     known = np.flatnonzero(~world.anonymous & ~world.opted_out)[:n]
     end = pd.Timestamp(world.config.end_ts)

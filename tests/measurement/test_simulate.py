@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from contracts.vocabulary import DEFAULT_CHANNELS as CHANNELS
-from training import simulate
-from training.world import World
+from training import simulation as simulate
+from training.datasets.world import World
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ async def test_moving_the_champion_alias_swaps_models(
 ) -> None:
     import os
 
-    from training.registry import CHAMPION, REGISTERED_NAMES, client
+    from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client
 
     c = client()
     first = {k: c.get_model_version_by_alias(n, CHAMPION) for k, n in REGISTERED_NAMES.items()}

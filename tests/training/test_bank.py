@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.bank import MONTHS, WEEKDAYS, load_bank, run_bank
+from training.datasets.bank import MONTHS, WEEKDAYS, load_bank, run_bank
 
 
 def _fake_bank(path: Path, n: int = 3000) -> Path:

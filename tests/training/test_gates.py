@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from training.registry import CANDIDATE, CHAMPION, REGISTERED_NAMES, check_gates
+from training.pipeline.registry import CANDIDATE, CHAMPION, REGISTERED_NAMES, check_gates
 
 BASELINES = {"offer_base_rate": {"auc": 0.60, "regret_conversion": 0.30}}
 GOOD = {"auc": 0.70, "logloss": 0.20, "ece": 0.01, "regret_conversion": 0.10, "parity_passed": 1.0}
@@ -42,14 +42,14 @@ def test_registry_refuses_a_worse_candidate(trained: Any) -> None:
     """Register a copy of the model whose run reports worse metrics: champion must stay."""
     import mlflow
 
-    from training.registry import client, promote, setup_mlflow
+    from training.pipeline.registry import client, promote, setup_mlflow
 
     c = client()
     kind, name = "propensity", REGISTERED_NAMES["propensity"]
     c.set_registered_model_alias(name, CANDIDATE, trained.versions[kind])
     c.set_registered_model_alias(name, CHAMPION, trained.versions[kind])
     champion_before = c.get_model_version_by_alias(name, CHAMPION).version
-    good = c.get_run(trained.run_id).data.metrics
+    good = c.get_run(trained.run_ids[kind]).data.metrics  # the model's own run
     setup_mlflow()
     with mlflow.start_run(run_name="deliberately-worse") as run:
         worse = {k: v for k, v in good.items() if k.startswith(f"{kind}.")}

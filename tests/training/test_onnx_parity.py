@@ -7,9 +7,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from training.dataset import KINDS
-from training.onnx_export import PARITY_TOLERANCE, check_parity, onnx_session, score_onnx, to_onnx
-from training.train import FEATURES
+from training.pipeline.dataset import KINDS
+from training.pipeline.onnx_export import (
+    PARITY_TOLERANCE,
+    check_parity,
+    onnx_session,
+    score_onnx,
+    to_onnx,
+)
+from training.pipeline.train import FEATURES
 
 
 def test_parity_on_all_held_out_rows(trained: Any) -> None:

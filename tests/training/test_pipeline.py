@@ -12,22 +12,38 @@ import numpy as np
 import pytest
 
 from contracts.features import DEFAULT_SPEC
-from training.dataset import KINDS
+from training.pipeline.dataset import KINDS
 
 
 def test_train_logs_metrics_and_candidates(trained: Any) -> None:
-    from training.registry import CANDIDATE, REGISTERED_NAMES, client
+    from training.pipeline.registry import CANDIDATE, REGISTERED_NAMES, client
 
     c = client()
     run = c.get_run(trained.run_id)
-    for kind in KINDS:
-        assert f"{kind}.parity_passed" in run.data.metrics
-        assert len(run.data.params[f"{kind}.dataset_fingerprint"]) == 64
-        mv = c.get_model_version_by_alias(REGISTERED_NAMES[kind], CANDIDATE)
-        assert mv.run_id == trained.run_id
+    assert not run.data.metrics  # the parent: the run's settings, not a model's figures
+    assert {"seed", "data.train_start", "data.test_end"} <= set(run.data.params)
     arts = {a.path for a in c.list_artifacts(trained.run_id)}
-    assert {"bundle", "features", "plots", "evaluation"} <= arts
-    plots = {Path(a.path).name for a in c.list_artifacts(trained.run_id, "plots")}
+    assert {"bundle", "evaluation", "timings.json"} <= arts
+    assert set(trained.run_ids) == set(KINDS)
+    plots: set[str] = set()
+    for kind in KINDS:
+        child = c.get_run(trained.run_ids[kind])
+        assert child.data.tags["mlflow.parentRunId"] == trained.run_id
+        assert child.info.run_name == kind
+        # each model's run carries its own metrics and parameters, no other model's
+        assert f"{kind}.parity_passed" in child.data.metrics
+        assert all(k.startswith(f"{kind}.") for k in child.data.metrics), kind
+        own = {k for k in child.data.params if k.split(".")[0] in KINDS}
+        assert own and all(k.startswith(f"{kind}.") for k in own), kind
+        assert len(child.data.params[f"{kind}.dataset_fingerprint"]) == 64
+        assert {"bundle", "features", "lightgbm"} <= {
+            a.path for a in c.list_artifacts(child.info.run_id)
+        }
+        names = {Path(a.path).name for a in c.list_artifacts(child.info.run_id, "plots")}
+        assert names and all(n.startswith(kind) for n in names), names
+        plots |= names
+        mv = c.get_model_version_by_alias(REGISTERED_NAMES[kind], CANDIDATE)
+        assert mv.run_id == trained.run_ids[kind]
     assert plots == {
         "propensity_reliability.png",
         "propensity_importance.png",
@@ -44,9 +60,34 @@ def test_train_logs_metrics_and_candidates(trained: Any) -> None:
     assert r.metrics["regret_conversion"] < base
 
 
+def test_model_versions_describe_themselves(trained: Any) -> None:
+    """Description (what, data window, headline vs best baseline) and feature tags."""
+    from training.pipeline.registry import GATES, REGISTERED_NAMES, client
+    from training.pipeline.train import FEATURES
+
+    c = client()
+    window = trained.dataset.window
+    for kind in KINDS:
+        mv = c.get_model_version(REGISTERED_NAMES[kind], trained.versions[kind])
+        headline = GATES[kind][0].metric
+        value = trained.results[kind].metrics[headline]
+        assert mv.description.startswith(f"{kind}: ")
+        assert window["train_start"] in mv.description and window["test_end"] in mv.description
+        assert f"Headline: {headline} {value:.4f} vs best baseline " in mv.description
+        assert mv.tags["features"].split(",") == FEATURES[kind]
+        assert mv.tags["features.count"] == str(len(FEATURES[kind]))
+        assert len(mv.tags["features.sha256"]) == 64
+        assert mv.tags["train_run"] == trained.run_id
+        # the service's MLflow loader reads the manifest from the version's own run
+        manifest = json.loads(
+            Path(c.download_artifacts(mv.run_id, "bundle/manifest.json")).read_text()
+        )
+        assert manifest["models"][kind]["version"] == trained.versions[kind]
+
+
 def test_promote_and_export_bundle(trained: Any, tmp_path: Path) -> None:
-    from training.bundle import export_bundle
-    from training.registry import CHAMPION, REGISTERED_NAMES, client
+    from training.pipeline.bundle import export_bundle
+    from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client
 
     c = client()
     # gates may refuse some candidates on a tiny world; bundle needs a champion for each
@@ -78,8 +119,8 @@ def test_promote_and_export_bundle(trained: Any, tmp_path: Path) -> None:
 def test_service_loads_the_bundle(trained: Any, tmp_path: Path) -> None:
     """The decision service's own loader accepts the bundle (feature order, sha, parity)."""
     from service.adapters.models import load_bundle
-    from training.bundle import export_bundle
-    from training.registry import CHAMPION, REGISTERED_NAMES, client
+    from training.pipeline.bundle import export_bundle
+    from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client
 
     c = client()
     for kind, name in REGISTERED_NAMES.items():

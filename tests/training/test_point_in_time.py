@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.dataset import historical, load_messages
+from training.pipeline.dataset import historical, load_messages
 
 
 def test_join_uses_latest_snapshot_at_or_before_send(sqlite_store: Any, small_world: Path) -> None:

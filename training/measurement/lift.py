@@ -19,7 +19,7 @@ one whose interval respects the unit of randomisation.
 
 The input is a flat frame: ``experiment``, ``arm``, ``holdout``, ``unit`` and one column
 per metric (optionally ``ts`` for the time plot and breakdown columns), so the same code
-serves the service's decision log and any other experiment (see :mod:`training.hillstrom`).
+serves the service's decision log and any other experiment (see :mod:`training.measurement.hillstrom_validation`).
 """
 
 from __future__ import annotations

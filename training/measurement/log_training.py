@@ -1,8 +1,8 @@
 """Retrain from logs: the exported decision log + feedback as extra training rows.
 
-``python -m training train --extra-log EXPORT`` uses them (see :mod:`training.dataset`:
+``python -m training train --extra-log EXPORT`` uses them (see :mod:`training.pipeline.dataset`:
 they feed the propensity model, weighted, with a time split on the log).
-:func:`messages_from_log` turns an export (:mod:`training.decision_log`) into rows in the
+:func:`messages_from_log` turns an export (:mod:`training.measurement.decision_log`) into rows in the
 schema of the world's ``messages.parquet``, plus a ``weight`` column
 (``python -m training log-to-training`` writes them to a file; :func:`append_log_rows`
 appends them to the historical messages):
@@ -35,25 +35,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.decision_log import load_log, outcomes
+from training.measurement.decision_log import load_log, outcomes
+from training.pipeline.dataset import MESSAGE_COLS
 
 __all__ = ["MESSAGE_COLUMNS", "append_log_rows", "messages_from_log", "rows_from_log"]
 
-MESSAGE_COLUMNS = (
-    "message_id",
-    "customer_id",
-    "offer_id",
-    "channel",
-    "sent_at",
-    "local_hour",
-    "policy",
-    "delivered",
-    "opened",
-    "clicked",
-    "converted",
-    "revenue",
-    "weight",
-)
+#: the rows' columns: those of ``messages.parquet`` (one definition, in the dataset stage)
+#: plus the sample ``weight``
+MESSAGE_COLUMNS = (*MESSAGE_COLS, "weight")
 
 
 def rows_from_log(

@@ -1,94 +1,32 @@
-"""Validation of the measurement tools on the Hillstrom e-mail experiment (64,000 customers).
+"""Validation of the measurement tools on the Hillstrom e-mail experiment.
 
-Kevin Hillstrom's MineThatData data set: customers randomised in thirds to a men's e-mail,
-a women's e-mail or no e-mail; outcomes over two weeks: ``visit``, ``conversion``, ``spend``.
+The data (:mod:`training.datasets.hillstrom`): customers randomised in thirds to a men's
+e-mail, a women's e-mail or no e-mail; outcomes ``visit``, ``conversion``, ``spend``.
 
-(a) :func:`lift_check` runs the lift report (:mod:`training.lift`) with "No E-Mail" as the
-    holdout and checks it reproduces the arm differences computed directly.
+(a) :func:`lift_check` runs the lift report (:mod:`training.measurement.lift`) with "No E-Mail"
+    as the holdout and checks it reproduces the arm differences computed directly.
 (b) :func:`uplift_policy` learns which e-mail (or none) to send per customer (a T-learner:
     one LightGBM per arm on a 70 % seeded split), then evaluates it on the other 30 % with
-    the off-policy estimators of :mod:`training.ope` (logging propensity 1/3 per arm),
-    against sending the men's e-mail to everyone, the women's to everyone, nothing, and a
-    uniformly random choice.
+    the off-policy estimators of :mod:`training.measurement.ope` (logging propensity 1/3 per
+    arm), against sending the men's e-mail to everyone, the women's to everyone, nothing,
+    and a uniformly random choice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training import lift, ope
+from training.datasets.hillstrom import ARMS, OUTCOMES, features
+from training.measurement import lift, ope
 
-__all__ = [
-    "ARMS",
-    "OUTCOMES",
-    "features",
-    "lift_check",
-    "load",
-    "synthetic_hillstrom",
-    "uplift_policy",
-]
+__all__ = ["LiftCheck", "UpliftResult", "lift_check", "render_uplift", "uplift_policy"]
 
 F64 = npt.NDArray[np.float64]
-ARMS = ("No E-Mail", "Mens E-Mail", "Womens E-Mail")
-OUTCOMES = ("visit", "conversion", "spend")
-DEFAULT_PATH = Path(__file__).resolve().parent.parent.parent / "shared/data/hillstrom/hillstrom.csv"
-HISTORY_SEGMENTS = (
-    "1) $0 - $100",
-    "2) $100 - $200",
-    "3) $200 - $350",
-    "4) $350 - $500",
-    "5) $500 - $750",
-    "6) $750 - $1,000",
-    "7) $1,000 +",
-)
-
-
-def load(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
-    missing = {"segment", *OUTCOMES} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: not a Hillstrom file, lacks {sorted(missing)}")
-    return df
-
-
-def synthetic_hillstrom(n: int = 6000, seed: int = 0) -> pd.DataFrame:
-    """Data with Hillstrom's columns and a known effect (for tests): e-mails raise visits,
-    the men's e-mail for customers who bought men's products, the women's for women's."""
-    rng = np.random.default_rng(seed)
-    mens = rng.integers(0, 2, n)
-    womens = np.where(mens == 1, rng.integers(0, 2, n), 1)
-    seg = rng.integers(0, 3, n)
-    base = 0.08 + 0.03 * rng.random(n)
-    p_visit = (
-        base + np.where(seg == 1, 0.04 + 0.08 * mens, 0) + np.where(seg == 2, 0.06 * womens, 0)
-    )
-    visit = rng.random(n) < p_visit
-    conversion = visit & (rng.random(n) < 0.08)
-    history = np.round(np.exp(rng.normal(5, 1, n)), 2)
-    return pd.DataFrame(
-        {
-            "recency": rng.integers(1, 13, n),
-            "history_segment": np.array(HISTORY_SEGMENTS)[
-                np.clip(np.searchsorted([100, 200, 350, 500, 750, 1000], history), 0, 6)
-            ],
-            "history": history,
-            "mens": mens,
-            "womens": womens,
-            "zip_code": rng.choice(["Surburban", "Rural", "Urban"], n),
-            "newbie": rng.integers(0, 2, n),
-            "channel": rng.choice(["Phone", "Web", "Multichannel"], n),
-            "segment": np.array(ARMS)[seg],
-            "visit": visit.astype(np.int64),
-            "conversion": conversion.astype(np.int64),
-            "spend": np.where(conversion, np.round(rng.gamma(2, 60, n), 2), 0.0),
-        }
-    )
 
 
 # ---------------------------------------------------------------------------- (a) lift
@@ -143,24 +81,6 @@ def lift_check(df: pd.DataFrame) -> LiftCheck:
 
 
 # -------------------------------------------------------------------------- (b) uplift
-
-
-def features(df: pd.DataFrame) -> F64:
-    hist = pd.Categorical(df["history_segment"], categories=list(HISTORY_SEGMENTS)).codes
-    zips = pd.Categorical(df["zip_code"], categories=["Urban", "Surburban", "Rural"]).codes
-    chan = pd.Categorical(df["channel"], categories=["Phone", "Web", "Multichannel"]).codes
-    return np.column_stack(
-        [
-            df["recency"].to_numpy(np.float64),
-            df["history"].to_numpy(np.float64),
-            hist.astype(np.float64),
-            df["mens"].to_numpy(np.float64),
-            df["womens"].to_numpy(np.float64),
-            zips.astype(np.float64),
-            df["newbie"].to_numpy(np.float64),
-            chan.astype(np.float64),
-        ]
-    )
 
 
 def _t_learner(x: F64, arm: npt.NDArray[np.int64], y: F64, seed: int) -> list[Any]:

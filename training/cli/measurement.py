@@ -1,4 +1,4 @@
-"""Measurement commands for `python -m training` (registered by :func:`register`).
+"""Handlers of the measurement commands (the argument tree is :mod:`training.cli.parser`).
 
 export-log     decision log + feedback streams in Redis -> Parquet
 report         lift per experiment and arm vs the holdout (terminal table + HTML)
@@ -11,17 +11,22 @@ log-to-training  exported log -> extra training rows (messages.parquet schema + 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
-
-Handler = Callable[[argparse.Namespace], int]
+__all__ = [
+    "cmd_export_log",
+    "cmd_hillstrom",
+    "cmd_log_to_training",
+    "cmd_ope",
+    "cmd_report",
+    "cmd_simulate",
+]
 
 
 def cmd_export_log(args: argparse.Namespace) -> int:
-    from training.decision_log import export_log
+    from training.measurement.decision_log import export_log
     from training.settings import redis_url
 
     meta = export_log(args.redis_url or redis_url(), Path(args.out))
@@ -31,21 +36,20 @@ def cmd_export_log(args: argparse.Namespace) -> int:
     return 0
 
 
-def _args_export(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--redis-url", default=None, help="default: NEXTBEST_REDIS_URL")
-    sp.add_argument("--out", required=True, help="output folder")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from service.domain.config import load_policy
-    from training import lift
-    from training.decision_log import load_log, outcomes
+    from training.measurement import lift
+    from training.measurement.decision_log import load_log, outcomes
+    from training.settings import paths
 
     decisions, feedback = load_log(Path(args.log))
     profiles = None
-    prof_path = Path(args.profiles) if args.profiles else None
+    if args.profiles is None:  # default: the world's profiles
+        prof_path: Path | None = paths().data_dir / "customer_profile.parquet"
+    else:
+        prof_path = Path(args.profiles) if args.profiles else None
     if prof_path is not None and prof_path.exists():
         profiles = pd.read_parquet(prof_path, columns=["customer_id", "lifecycle"])
     frame = lift.decision_frame(outcomes(decisions, feedback), profiles)
@@ -63,26 +67,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 2 if any(s.mismatch for s in rep.srm) and args.fail_on_srm else 0
 
 
-def _args_report(sp: argparse.ArgumentParser) -> None:
-    from training.settings import paths
-
-    sp.add_argument("--log", required=True, help="export folder (decisions/feedback.parquet)")
-    sp.add_argument("--html", default=None, help="write a self-contained HTML report here")
-    sp.add_argument("--policy", default=None, help="policy.yaml (default: the service's)")
-    sp.add_argument(
-        "--profiles",
-        default=str(paths().data_dir / "customer_profile.parquet"),
-        help="customer profiles for the lifecycle breakdown (skipped if missing)",
-    )
-    sp.add_argument("--fail-on-srm", action="store_true", help="exit 2 on a sample-ratio mismatch")
-
-
 def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """An export-log folder -> the OPE schema, with candidate replays and optional truth."""
     import numpy as np
 
-    from training import ope, replay
-    from training.decision_log import load_log, outcomes
+    from training.measurement import ope, replay
+    from training.measurement.decision_log import load_log, outcomes
     from training.settings import MODELS_DIR
 
     decisions, feedback = load_log(Path(args.log))
@@ -111,8 +101,8 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
             df[f"cand_{cand.name}_hour"] = acts["local_hour"].to_numpy()
             specs.append(f"column:cand_{cand.name}")
     if args.world:
-        from training import simulate
-        from training.world import World
+        from training import simulation as simulate
+        from training.datasets.world import World
 
         world = World.load(Path(args.world))
         organic = simulate.organic_model(world, Path(args.world), args.attribution_days)
@@ -139,7 +129,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from training import ope
+    from training.measurement import ope
 
     path = Path(args.log)
     specs = list(args.policy or [])
@@ -192,61 +182,12 @@ def cmd_ope(args: argparse.Namespace) -> int:
     return 0
 
 
-def _args_ope(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--log", required=True, help="Parquet/CSV in the OPE schema, or an export-log folder"
-    )
-    sp.add_argument(
-        "--policy",
-        action="append",
-        default=[],
-        help="constant:<action> | uniform | column:<col> | probs:<prefix> (repeatable)",
-    )
-    sp.add_argument(
-        "--candidate",
-        action="append",
-        default=[],
-        help="export folders: replay a candidate, NAME[,models=DIR][,policy=FILE]"
-        "[,arm=model|popular][,hour=H] (repeatable; see training/replay.py)",
-    )
-    sp.add_argument("--models", default=None, help="default bundle for candidates (models/)")
-    sp.add_argument(
-        "--since",
-        default=None,
-        help="export folders: only decisions at or after this time (ISO, with offset), e.g. "
-        "later than anything a candidate was trained on",
-    )
-    sp.add_argument(
-        "--log-policies", default="explore", help="export folders: arm policies used as the log"
-    )
-    sp.add_argument(
-        "--compare-to",
-        default=None,
-        help="a --policy spec or a candidate's name: paired DR difference of every other "
-        "policy against it",
-    )
-    sp.add_argument("--reward-model", choices=["mean", "lgbm"], default="mean")
-    sp.add_argument("--features", default=None, help="context columns (default: x_*)")
-    sp.add_argument("--reward", default="revenue", help="for export folders: revenue|converted")
-    sp.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples (0: CLT)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
-    sp.add_argument("--out", default=None, help="write the OPE-schema log here (Parquet)")
-    sp.add_argument(
-        "--world",
-        default=None,
-        help="synthetic world folder: add each policy's true value (simulated logs only)",
-    )
-    sp.add_argument(
-        "--attribution-days", type=float, default=2.0, help="as given to `simulate` (truth)"
-    )
-
-
 def cmd_hillstrom(args: argparse.Namespace) -> int:
-    from training import hillstrom, lift
+    from training.datasets import hillstrom
+    from training.measurement import hillstrom_validation, lift
 
     df = hillstrom.load(Path(args.path))
-    check = hillstrom.lift_check(df)
+    check = hillstrom_validation.lift_check(df)
     print(lift.render_text(check.report, max_breakdown_rows=args.breakdown_rows))
     d = check.direct
     print("\nDirectly computed arm means (visit, conversion, spend):")
@@ -261,42 +202,30 @@ def cmd_hillstrom(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(lift.render_html(check.report))
         print(f"HTML report: {args.html}")
-    res = hillstrom.uplift_policy(
+    res = hillstrom_validation.uplift_policy(
         df, target=args.target, cost=args.cost, seed=args.seed, n_boot=args.bootstrap
     )
     print()
-    print(hillstrom.render_uplift(res))
+    print(hillstrom_validation.render_uplift(res))
     return 0 if check.ok else 1
 
 
-def _args_hillstrom(sp: argparse.ArgumentParser) -> None:
-    from training.hillstrom import DEFAULT_PATH
-
-    sp.add_argument("--path", default=str(DEFAULT_PATH), help="hillstrom.csv")
-    sp.add_argument("--html", default=None, help="write the lift report as HTML")
-    sp.add_argument("--target", choices=["visit", "conversion", "spend"], default="visit")
-    sp.add_argument("--cost", type=float, default=0.0, help="cost per e-mail, in target units")
-    sp.add_argument("--seed", type=int, default=42)
-    sp.add_argument("--bootstrap", type=int, default=0)
-    sp.add_argument("--breakdown-rows", type=int, default=6)
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from training import simulate
+    from service.domain.config import load_policy
+    from training import simulation as simulate
+    from training.datasets.world import World
     from training.settings import paths
-    from training.world import World
 
-    data = Path(args.data) if args.data else paths().data_dir
+    data = paths().data_dir  # --data, when given, is NEXTBEST_DATA_DIR for this process
     world = World.load(data)
     cust = simulate.sample_customers(world, min(args.customers, args.max_customers), args.seed)
-    from service.domain.config import load_policy
-
-    policy = load_policy(Path(args.policy) if args.policy else None)
+    policy_file = args.policy or os.environ.get("NEXTBEST_POLICY_FILE")
+    policy = load_policy(Path(policy_file) if policy_file else None)
     res = simulate.simulate_http(
         world,
         cust,
         args.url,
-        args.api_key,
+        args.api_key or os.environ.get("NEXTBEST_API_KEY"),
         args.concurrency,
         args.seed,
         data,
@@ -312,64 +241,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 1 if res.errors > len(cust) // 10 else 0
 
 
-def _args_simulate(sp: argparse.ArgumentParser) -> None:
-    import os
-
-    sp.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
-    sp.add_argument("--api-key", default=os.environ.get("NEXTBEST_API_KEY"))
-    sp.add_argument("--customers", type=int, default=2000)
-    sp.add_argument("--max-customers", type=int, default=100_000, help="hard bound")
-    sp.add_argument("--concurrency", type=int, default=32)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--days", type=int, default=1, help="spread the decisions over N days")
-    sp.add_argument(
-        "--arm",
-        default=None,
-        help="allocate every customer to this arm (e.g. explore: an exploration campaign "
-        "for off-policy evaluation); default: the service allocates",
-    )
-    sp.add_argument(
-        "--no-feedback", action="store_true", help="do not draw outcomes / POST /feedback"
-    )
-    sp.add_argument(
-        "--attribution-days",
-        type=float,
-        default=2.0,
-        help="window for organic purchases reported as conversions (0: none)",
-    )
-    sp.add_argument("--data", default=None, help="world folder (default: NEXTBEST_DATA_DIR)")
-    sp.add_argument("--out", default=None, help="write per-customer scores (Parquet)")
-    sp.add_argument(
-        "--policy",
-        default=os.environ.get("NEXTBEST_POLICY_FILE"),
-        help="the service's policy.yaml (its quiet hours bind the oracle; default: the service's)",
-    )
-
-
 def cmd_log_to_training(args: argparse.Namespace) -> int:
-    from training.log_training import messages_from_log
+    from training.measurement.log_training import messages_from_log
 
     rows = messages_from_log(Path(args.log), min_age_hours=args.min_age_hours)
     rows.to_parquet(args.out, index=False)
     print(f"{len(rows):,} training rows from {args.log} -> {args.out}")
     return 0
-
-
-def _args_log_to_training(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--log", required=True, help="export-log folder")
-    sp.add_argument("--out", required=True, help="Parquet file (messages.parquet schema + weight)")
-    sp.add_argument("--min-age-hours", type=float, default=72.0)
-
-
-def register(stages: dict[str, Any]) -> None:
-    """Add the measurement commands to the CLI's ``STAGES`` (none runs in ``all``)."""
-    stages["export-log"] = ("export the decision log from Redis to Parquet", cmd_export_log,
-                            _args_export)  # fmt: skip
-    stages["report"] = ("lift report per experiment and arm vs holdout", cmd_report, _args_report)
-    stages["ope"] = ("off-policy evaluation (IPS, SNIPS, DR)", cmd_ope, _args_ope)
-    stages["hillstrom"] = ("validate measurement on the Hillstrom data", cmd_hillstrom,
-                           _args_hillstrom)  # fmt: skip
-    stages["simulate"] = ("score the running service against the world's truth", cmd_simulate,
-                          _args_simulate)  # fmt: skip
-    stages["log-to-training"] = ("exported log -> extra training rows", cmd_log_to_training,
-                                 _args_log_to_training)  # fmt: skip

@@ -19,7 +19,7 @@ channel (delivered test messages for log loss, opened ones for top-1)
     top-1 channel accuracy (all channels and opted-in channels only; headline on random-policy
     sends, ``*_all_policies`` on all) and log loss, vs "most used channel" (argmax of sent_<channel>; log loss from the train open rate by channel).
 
-Regret with the ground truth (:class:`training.world.World`): for up to ``REGRET_CUSTOMERS``
+Regret with the ground truth (:class:`training.datasets.world.World`): for up to ``REGRET_CUSTOMERS``
 held-out customers (their first test message), the true value of the model's argmax offer /
 hour / channel vs the true best, and the same for the baselines. Lower is better; the
 "relative" figure divides by the mean true best.
@@ -37,7 +37,7 @@ import pandas as pd
 
 from contracts.features import DEFAULT_SPEC
 from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
-from training.dataset import Dataset, ModelData, channel_index
+from training.pipeline.dataset import Dataset, ModelData, channel_index
 
 __all__ = ["EvalResult", "ece", "evaluate_all", "format_table", "reliability_plot"]
 
@@ -364,7 +364,7 @@ def evaluate_send_time(ds: Dataset, model: Any, world: Any, seed: int = 42) -> E
 
 
 def evaluate_channel(ds: Dataset, model: Any, world: Any, seed: int = 42) -> EvalResult:
-    from training.world import P_DELIVER
+    from training.datasets.world import P_DELIVER
 
     d = ds.models["channel"]
     tr, te = d.train, d.test

@@ -15,7 +15,7 @@ The split is by time: messages sent before the 80% quantile of send time train, 
 test. Nothing is shuffled across the boundary.
 
 **Retraining from the service's own log** (``extra``: rows from
-:func:`training.log_training.messages_from_log`, the exported decision log with outcomes):
+:func:`training.measurement.log_training.messages_from_log`, the exported decision log with outcomes):
 the log rows join the history with their ``weight`` (inverse logging propensity; history
 rows weigh 1) and go through the same point-in-time joins. They feed the propensity model
 (conversion given an open does not depend on when or how the message was sent); the
@@ -64,6 +64,9 @@ I64 = npt.NDArray[np.int64]
 
 SERVICES = FEATURE_SERVICES
 TEST_SHARE = 0.2
+#: columns of the world's ``messages.parquet``: the entity rows of every training set. Rows
+#: made from the decision log (:mod:`training.measurement.log_training`) have the same
+#: columns plus ``weight``.
 MESSAGE_COLS = (
     "message_id",
     "customer_id",
@@ -74,7 +77,9 @@ MESSAGE_COLS = (
     "policy",
     "delivered",
     "opened",
+    "clicked",
     "converted",
+    "revenue",
 )
 _KEYS = ("message_id", "customer_id", "offer_id", "event_timestamp")
 

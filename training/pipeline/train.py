@@ -1,10 +1,16 @@
 """The ``train`` stage: Feast datasets -> LightGBM -> evaluation -> ONNX (parity) -> MLflow.
 
-One MLflow run per invocation logs, for each of the three models: LightGBM params, metrics
-and baseline metrics (``<model>.<metric>``, ``<model>.baseline_<name>.<metric>``), the
-reliability plot, the dataset fingerprint, the ONNX model (registered, alias ``candidate``)
-and its feature order; plus the evaluation table and ``bundle/manifest.json`` (what
-``export-bundle`` and the service's MLflow loader read).
+One parent MLflow run per invocation (``train-<UTC time>``) holds the run's parameters
+(seed, row cap, data window, LightGBM parameters), the world's configuration (tag
+``world``), the evaluation table of all three models, the timings and
+``bundle/manifest.json``. Under it, one nested run per model (named after it) logs only that
+model: its parameters and dataset fingerprint, its metrics and baseline metrics
+(``<model>.<metric>``, ``<model>.baseline_<name>.<metric>``), its plots, its feature order,
+the ONNX model (registered, alias ``candidate``), the same model as LightGBM text, and a
+copy of ``bundle/manifest.json`` (what ``export-bundle`` and the service's MLflow loader read
+from a model version's run). So a registered model version carries its own metrics only.
+Each version also gets a description (what, data window, headline metric vs the best
+baseline) and tags naming its features (see :mod:`training.pipeline.registry`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,23 @@ import numpy.typing as npt
 import pandas as pd
 
 from contracts.features import DEFAULT_SPEC
-from training.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
-from training.evaluate import EvalResult, evaluate_all, format_table, train_priors
-from training.models import PARAMS, fit
-from training.onnx_export import ParityResult, check_parity, onnx_session, score_onnx, to_onnx
-from training.registry import CANDIDATE, REGISTERED_NAMES, setup_mlflow
+from training.pipeline.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
+from training.pipeline.evaluate import EvalResult, evaluate_all, format_table, train_priors
+from training.pipeline.models import PARAMS, fit
+from training.pipeline.onnx_export import (
+    ParityResult,
+    check_parity,
+    onnx_session,
+    score_onnx,
+    to_onnx,
+)
+from training.pipeline.registry import (
+    CANDIDATE,
+    REGISTERED_NAMES,
+    describe_version,
+    feature_tags,
+    setup_mlflow,
+)
 from training.settings import paths
 
 __all__ = ["FEATURES", "TrainResult", "offers_json", "train"]
@@ -41,7 +59,7 @@ EXAMPLE_ROWS = 5
 
 @dataclass
 class TrainResult:
-    run_id: str
+    run_id: str  # the parent run
     results: dict[str, EvalResult]
     parity: dict[str, ParityResult]
     versions: dict[str, str]
@@ -50,6 +68,7 @@ class TrainResult:
     timings: dict[str, float]
     models: dict[str, Any]  # the fitted LightGBM classifiers
     dataset: Dataset
+    run_ids: dict[str, str]  # model -> its nested run (the run of its registered version)
 
 
 def offers_json(offers: pd.DataFrame) -> list[dict[str, Any]]:
@@ -100,15 +119,15 @@ def train(
     extra_log: Path | None = None,
 ) -> TrainResult:
     """The train stage; ``extra_log``: an export-log folder whose decisions with outcomes join
-    the training rows (inverse-propensity weights; see training/dataset.py)."""
+    the training rows (inverse-propensity weights; see training/pipeline/dataset.py)."""
     import mlflow
     import onnx
     import onnxruntime
     from mlflow.models import infer_signature
     from tqdm import tqdm
 
-    from training.featurestore import feature_store
-    from training.world import World
+    from training.datasets.world import World
+    from training.pipeline.featurestore import feature_store
 
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     onnxruntime.set_default_logger_severity(3)
@@ -118,7 +137,7 @@ def train(
     store = feature_store()
     extra = None
     if extra_log is not None:
-        from training.log_training import messages_from_log
+        from training.measurement.log_training import messages_from_log
 
         extra = messages_from_log(extra_log)
     ds: Dataset = build_datasets(
@@ -156,68 +175,92 @@ def train(
     priors = train_priors(ds)
     t0 = time.perf_counter()
     setup_mlflow()
+    c = mlflow.MlflowClient()
     versions: dict[str, str] = {}
+    run_ids: dict[str, str] = {}
     manifest_models: dict[str, dict[str, Any]] = {}
+    run_params = {
+        "seed": seed,
+        "max_rows": ds.params["max_rows"],
+        "extra_log": str(extra_log) if extra_log is not None else "none",
+        "test_share": 0.2,
+        "split": "time",
+        **{f"data.{k}": v for k, v in ds.window.items()},
+        **{f"lgbm.{k}": v for k, v in PARAMS.items() if k != "random_state"},
+    }
+    world_json = (paths().data_dir / "world.json").read_text()
     with mlflow.start_run(run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}") as run:
-        mlflow.log_params(
-            {
-                "seed": seed,
-                "max_rows": ds.params["max_rows"],
-                "extra_log": str(extra_log) if extra_log is not None else "none",
-                "test_share": 0.2,
-                "split": "time",
-                **{f"data.{k}": v for k, v in ds.window.items()},
-                **{f"lgbm.{k}": v for k, v in PARAMS.items() if k != "random_state"},
-            }
-        )
-        mlflow.set_tag("world", (paths().data_dir / "world.json").read_text())
+        mlflow.log_params(run_params)
+        mlflow.set_tag("world", world_json)
         for kind in KINDS:
             d = ds.models[kind]
             r = results[kind]
-            mlflow.log_params(
-                {
-                    f"{kind}.feature_service": SERVICES[kind],
-                    f"{kind}.train_rows": int(d.train.sum()),
-                    f"{kind}.test_rows": int(d.test.sum()),
-                    f"{kind}.best_iteration": int(models[kind].best_iteration_ or 0),
-                    f"{kind}.dataset_fingerprint": fingerprint(d.x[d.train], d.y[d.train]),
-                    f"{kind}.log_rows_train": int(
-                        (d.meta["message_id"].astype(str).str.startswith("L") & d.train).sum()
-                    ),
-                    f"{kind}.log_rows_test": int(
-                        (d.meta["message_id"].astype(str).str.startswith("L") & d.test).sum()
-                    ),
-                }
-            )
-            mlflow.log_metrics(_finite(r.flat()))
-            for path in r.plots.values():
-                mlflow.log_artifact(str(path), artifact_path="plots")
-            mlflow.log_dict({"features": FEATURES[kind]}, f"features/{kind}.json")
-            example = _example_rows(d.x[d.test])
-            sess = onnx_session(onnx_models[kind])
-            expected = score_onnx(sess, example)
-            probs = np.stack([1 - expected, expected], axis=1).astype(np.float32)
-            sig = infer_signature({"input": example}, {"probabilities": probs})
-            info = mlflow.onnx.log_model(
-                onnx_models[kind],
-                name=kind,
-                signature=sig,
-                input_example={"input": example},
-                registered_model_name=REGISTERED_NAMES[kind],
-                pip_requirements=_requirements(),
-                onnx_execution_providers=["CPUExecutionProvider"],
-            )
-            # the same model as LightGBM text (best iteration), for the benchmark's baseline
-            # (`Booster.predict` in a web handler); the service itself serves the ONNX graph
-            mlflow.log_text(models[kind].booster_.model_to_string(), f"lightgbm/{kind}.txt")
+            with mlflow.start_run(run_name=kind, nested=True) as child:
+                mlflow.set_tags({"model": kind, "world": world_json})
+                mlflow.log_params(run_params)
+                mlflow.log_params(
+                    {
+                        f"{kind}.feature_service": SERVICES[kind],
+                        f"{kind}.train_rows": int(d.train.sum()),
+                        f"{kind}.test_rows": int(d.test.sum()),
+                        f"{kind}.best_iteration": int(models[kind].best_iteration_ or 0),
+                        f"{kind}.dataset_fingerprint": fingerprint(d.x[d.train], d.y[d.train]),
+                        f"{kind}.log_rows_train": int(
+                            (d.meta["message_id"].astype(str).str.startswith("L") & d.train).sum()
+                        ),
+                        f"{kind}.log_rows_test": int(
+                            (d.meta["message_id"].astype(str).str.startswith("L") & d.test).sum()
+                        ),
+                    }
+                )
+                mlflow.log_metrics(_finite(r.flat()))
+                for path in r.plots.values():
+                    mlflow.log_artifact(str(path), artifact_path="plots")
+                mlflow.log_dict({"features": FEATURES[kind]}, f"features/{kind}.json")
+                example = _example_rows(d.x[d.test])
+                sess = onnx_session(onnx_models[kind])
+                expected = score_onnx(sess, example)
+                probs = np.stack([1 - expected, expected], axis=1).astype(np.float32)
+                sig = infer_signature({"input": example}, {"probabilities": probs})
+                info = mlflow.onnx.log_model(
+                    onnx_models[kind],
+                    name=kind,
+                    signature=sig,
+                    input_example={"input": example},
+                    registered_model_name=REGISTERED_NAMES[kind],
+                    pip_requirements=_requirements(),
+                    onnx_execution_providers=["CPUExecutionProvider"],
+                )
+                # the same model as LightGBM text (best iteration), for the benchmark's
+                # baseline (`Booster.predict` in a web handler); the service serves the ONNX
+                mlflow.log_text(models[kind].booster_.model_to_string(), f"lightgbm/{kind}.txt")
+                run_ids[kind] = child.info.run_id
             version = str(info.registered_model_version)
-            mlflow.MlflowClient().set_registered_model_alias(
-                REGISTERED_NAMES[kind], CANDIDATE, version
+            name = REGISTERED_NAMES[kind]
+            c.set_registered_model_alias(name, CANDIDATE, version)
+            c.update_model_version(
+                name,
+                version,
+                description=describe_version(
+                    kind,
+                    _finite(r.metrics),
+                    {b: _finite(m) for b, m in r.baselines.items()},
+                    ds.window,
+                    SERVICES[kind],
+                    len(FEATURES[kind]),
+                ),
             )
+            tags = {
+                **feature_tags(FEATURES[kind]),
+                "feature_service": SERVICES[kind],
+                "train_run": run.info.run_id,
+            }
+            for key, value in tags.items():
+                c.set_model_version_tag(name, version, key, value)
             versions[kind] = version
             blob = onnx_models[kind].SerializeToString()
             manifest_models[kind] = {
-                "registered_name": REGISTERED_NAMES[kind],
+                "registered_name": name,
                 "version": version,
                 "alias": CANDIDATE,
                 "file": f"{kind}.onnx",
@@ -237,11 +280,15 @@ def train(
             "priors": priors,
         }
         mlflow.log_dict(manifest, "bundle/manifest.json")
+        for child_id in run_ids.values():  # where a model version's run is looked up
+            c.log_dict(child_id, manifest, "bundle/manifest.json")
         mlflow.log_text(table, "evaluation/table.txt")
         mlflow.log_dict({k: round(v, 2) for k, v in timings.items()}, "timings.json")
         run_id = run.info.run_id
     timings["mlflow_s"] = time.perf_counter() - t0
-    return TrainResult(run_id, results, parity, versions, manifest, table, timings, models, ds)
+    return TrainResult(
+        run_id, results, parity, versions, manifest, table, timings, models, ds, run_ids
+    )
 
 
 def manifest_json(manifest: dict[str, Any]) -> str:

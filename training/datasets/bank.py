@@ -20,7 +20,7 @@ reported as measured, without choosing features or parameters on the test window
 
 Your own data
 -------------
-The rest of the pipeline reads the Parquet files :mod:`training.world` writes, from
+The rest of the pipeline reads the Parquet files :mod:`training.datasets.world` writes, from
 ``NEXTBEST_DATA_DIR``; put your own data in the same shape and run
 ``python -m training feature-store`` then ``train``:
 
@@ -47,7 +47,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MONTHS", "WEEKDAYS", "load_bank", "run_bank"]
+from training.settings import ROOT
+
+__all__ = ["DEFAULT_PATH", "MONTHS", "WEEKDAYS", "load_bank", "run_bank"]
+
+#: where the shared copy of the public file sits next to a checkout (``bank --path``)
+DEFAULT_PATH = ROOT.parent / "shared" / "data" / "bank_marketing" / "bank-additional-full.csv.gz"
 
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")

@@ -143,6 +143,28 @@ def _bootstrap(
     )  # fmt: skip
 
 
+def _estimate(
+    method: str,
+    value: float,
+    terms: F64,
+    w: F64,
+    alpha: float,
+    n_boot: int,
+    seed: int,
+    stat: Callable[[I64], float] | None = None,
+) -> Estimate:
+    """``value`` with its interval: a percentile bootstrap of ``stat`` (default: the mean of
+    ``terms`` over the resampled rows) when ``n_boot`` > 0, else CLT on the per-row ``terms``."""
+    if n_boot:
+        if stat is None:
+
+            def stat(i: I64) -> float:
+                return float(np.mean(terms[i]))
+
+        return _bootstrap(method, value, stat, len(w), w, n_boot, alpha, seed)
+    return _from_terms(method, value, terms, w, alpha)
+
+
 def ips(
     reward: F64,
     propensity: F64,
@@ -154,12 +176,7 @@ def ips(
     """IPS estimate; ``target`` = pi(logged action | x) under the candidate policy."""
     w = _weights(propensity, target)
     terms = w * reward
-    value = float(np.mean(terms))
-    if n_boot:
-        return _bootstrap(
-            "IPS", value, lambda i: float(np.mean(terms[i])), len(w), w, n_boot, alpha, seed
-        )
-    return _from_terms("IPS", value, terms, w, alpha)
+    return _estimate("IPS", float(np.mean(terms)), terms, w, alpha, n_boot, seed)
 
 
 def snips(
@@ -176,16 +193,13 @@ def snips(
         nan = float("nan")
         return Estimate("SNIPS", nan, nan, nan, nan, len(w), 0.0)
     value = float(np.sum(w * reward) / sw)
-    if n_boot:
 
-        def stat(i: I64) -> float:
-            s = float(np.sum(w[i]))
-            return float(np.sum(w[i] * reward[i]) / s) if s > 0 else value
+    def stat(i: I64) -> float:
+        s = float(np.sum(w[i]))
+        return float(np.sum(w[i] * reward[i]) / s) if s > 0 else value
 
-        return _bootstrap("SNIPS", value, stat, len(w), w, n_boot, alpha, seed)
     terms = w * (reward - value) / np.mean(w)  # linearisation (delta method)
-    est = _from_terms("SNIPS", 0.0, terms, w, alpha)
-    return Estimate("SNIPS", value, est.se, value + est.low, value + est.high, est.n, est.ess)
+    return _estimate("SNIPS", value, terms, w, alpha, n_boot, seed, stat)
 
 
 def direct_method(q_hat: F64, pi: F64, alpha: float = 0.05) -> Estimate:
@@ -223,12 +237,7 @@ def doubly_robust(
     rows = np.arange(len(action))
     w = _weights(propensity, pi[rows, action])
     terms = dr_terms(reward, propensity, action, pi, q_hat)
-    value = float(np.mean(terms))
-    if n_boot:
-        return _bootstrap(
-            "DR", value, lambda i: float(np.mean(terms[i])), len(w), w, n_boot, alpha, seed
-        )
-    return _from_terms("DR", value, terms, w, alpha)
+    return _estimate("DR", float(np.mean(terms)), terms, w, alpha, n_boot, seed)
 
 
 # ---------------------------------------------------------------------------- reward models
@@ -474,7 +483,7 @@ def bandit_log_from_decisions(
     ``propensity`` = ``choice_probability``; ``reward`` = ``revenue`` or ``converted`` from
     the feedback; ``x_*`` = context. The decision's ``decision_id``, ``unit``, ``ts``,
     ``placement``, ``suppressed``, ``arm`` and logged send hour are kept for replaying
-    candidates (:mod:`training.replay`).
+    candidates (:mod:`training.measurement.replay`).
     """
     df = outcomes[~outcomes["opted_out"] & outcomes["unit"].notna()]
     df = df[df["policy"].astype(str).isin(list(policies)) & ~df["holdout"].astype(bool)]

@@ -77,7 +77,7 @@ def logged_features(decisions: pd.DataFrame, store: Any | None = None) -> pd.Dat
     ``decisions`` needs ``decision_id``, ``unit`` and ``ts``. Anonymous units get NaN.
     """
     if store is None:
-        from training.featurestore import feature_store
+        from training.pipeline.featurestore import feature_store
 
         store = feature_store()
     refs = [f"{view}:{name}" for view, names in DEFAULT_SPEC.raw.items() for name in names]

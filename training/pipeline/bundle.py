@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.onnx_export import PARITY_TOLERANCE, ParityError, onnx_session, score_onnx
-from training.registry import CHAMPION, REGISTERED_NAMES, client, version_by_alias
+from training.pipeline.onnx_export import PARITY_TOLERANCE, ParityError, onnx_session, score_onnx
+from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client, version_by_alias
 
 __all__ = ["export_bundle"]
 
