@@ -16,9 +16,11 @@ import msgspec
 __all__ = [
     "FEEDBACK_EVENTS",
     "ActionRecord",
+    "CandidatesRecord",
     "ChoiceRecord",
     "DecisionMarker",
     "DecisionRecord",
+    "ExplorationRecord",
     "FeedbackEvent",
     "FeedbackRecord",
     "SequenceStepRecord",
@@ -52,6 +54,27 @@ class ChoiceRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
     hour_lift: float
 
 
+class CandidatesRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    """Every candidate's score, factored: the expected conversion of ``offers[o]`` on
+    ``channels[c]`` at local hour ``h`` is ``p_channel[c] * hour_lift[h] * p_convert[o][c]``,
+    its expected value that times ``value[o]``; ``hours[channel]`` lists the local hours the
+    contact policy allowed (in send order). Any (offer, channel, hour) score can be rebuilt."""
+
+    offers: list[str]
+    channels: list[str]
+    p_channel: list[float]
+    hour_lift: list[float]  # 24 values
+    p_convert: list[list[float]]  # [offer][channel]
+    value: list[float]  # per offer: margin or price x levers x cart boost
+    hours: dict[str, list[int]]
+
+
+class ExplorationRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
+    epsilon: float  # the exploration rate used for this decision
+    cost: float  # expected value given up: epsilon x (EV greedy - EV expected when exploring)
+    actions: int  # (offer, channel, hour) actions exploration could pick
+
+
 class DecisionRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
     """One decision, as logged. An opted-out customer's record keeps only the fact of the call
     (``decision_id``, ``ts``, ``opted_out``, ``placement``, ``policy_version``)."""
@@ -75,9 +98,14 @@ class DecisionRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):
     suppressed: list[tuple[str, str | None, str | None]] = []  # (reason, offer, channel)
     cold_start: bool = False
     degraded: list[str] = []
-    model_versions: dict[str, str] = {}
+    model_versions: dict[str, str] = {}  # model kind -> registry version
     policy_version: str | None = None
     realtime: dict[str, Any] | None = None  # what the real-time layer saw
+    #: how the arm was chosen: ``hashed`` (the unit's bucket) or ``caller`` (the request named
+    #: the experiment arm): lift and sample-ratio checks use hashed units only
+    allocation: Literal["hashed", "caller"] = "hashed"
+    candidates: CandidatesRecord | None = None
+    exploration: ExplorationRecord | None = None  # explore arm only
 
 
 class FeedbackRecord(_Record, frozen=True, kw_only=True, omit_defaults=True):

@@ -76,16 +76,27 @@ class Realtime(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cart_boost: float = 1.3
 
 
+class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: log every candidate's factored score with each decision (what off-policy evaluation of
+    #: other offers, channels and send times needs; about 1.5 KB per decision)
+    candidates: bool = True
+
+
 class Arm(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     share: float
     policy: Literal["model", "popular", "explore"] = "model"
     fixed_hour: int | None = None
-    #: ``explore`` arms: share of decisions that take a uniformly random action (see
-    #: service/domain/decision.py ``_explore``) among the ``explore_top`` best (offer,
-    #: channel) actions (0: every action above ``min_expected_value``)
+    #: ``explore`` arms (see service/domain/decision.py ``_explore``): the share of decisions
+    #: that take a random (offer, channel, allowed hour) action instead of the best one: a
+    #: channel uniformly, then one of its allowed hours, then one of the ``explore_top`` best
+    #: offers there (0: every offer above ``min_expected_value``)
     epsilon: float = 0.0
     explore_top: int = 0
+    #: the most expected value (margin or revenue units, as ``arbitration.value``) one
+    #: decision may give up to exploration: epsilon is lowered where exploring costs more
+    #: (unset: no cap). Every decision logs the cost it took.
+    explore_budget: float | None = None
 
 
 class Experiment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -110,6 +121,7 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     eligibility: Eligibility
     experiments: Experiments
     realtime: Realtime = msgspec.field(default_factory=Realtime)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def validate(self, channels: Sequence[str] = DEFAULT_CHANNELS) -> PolicyConfig:
         """Check the policy against itself and the deployment's ``channels``."""
@@ -126,6 +138,10 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                     raise ValueError(
                         f"experiment {exp_name}, arm {a.name}: epsilon must be in [0, 1] "
                         "and explore_top >= 0"
+                    )
+                if a.explore_budget is not None and not a.explore_budget > 0:
+                    raise ValueError(
+                        f"experiment {exp_name}, arm {a.name}: explore_budget must be > 0"
                     )
                 if a.policy == "explore" and a.epsilon == 0.0:
                     raise ValueError(

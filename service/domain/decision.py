@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from contracts.features import DEFAULT_SPEC, FeatureSpec
 from service.domain.allocation import Allocation
-from service.domain.config import PolicyConfig
+from service.domain.config import Arm, PolicyConfig
 from service.domain.contact import (
     blocked_by_caps,
     in_quiet_hours,
@@ -38,9 +38,11 @@ __all__ = [
     "Choice",
     "Decision",
     "DecisionInput",
+    "Exploration",
     "Offer",
     "Priors",
     "Scorer",
+    "Scores",
     "Suppression",
     "decide",
 ]
@@ -125,6 +127,36 @@ class DecisionInput:
 
 
 @dataclass(slots=True)
+class Scores:
+    """Every candidate's score in factored form: the expected conversion of offer ``o`` on
+    channel ``c`` at local hour ``h`` is ``p_channel[c] * hour_lift[h] * p_convert[o, c]``
+    and its expected value that times ``value[o]``; ``slots[c]`` are the send times the contact
+    policy allows on ``c``. From these the log can rebuild the score of any (offer, channel,
+    hour), which is what off-policy evaluation of another policy needs."""
+
+    offers: list[Offer]
+    channels: list[str]
+    p_channel: F64  # (n_channels,) P(open | channel), or the population rate (cold start)
+    hour_lift: F64  # (24,) P(open | local hour) / its daily mean
+    p_convert: F64  # (n_offers, n_channels) P(convert | open), or the prior
+    slots: dict[str, list[tuple[float, int]]]
+    value: F64 = field(default_factory=lambda: np.zeros(0))  # (n_offers,) value x levers
+    #: the channel score shown with a choice when it is not a factor of the score (the
+    #: population open rate, cold start); None: ``p_channel``
+    channel_score: F64 | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Exploration:
+    """How the explore arm chose: its exploration rate here and the expected value it gave up
+    (``epsilon`` x (EV of the greedy action - EV expected under the exploration draw))."""
+
+    epsilon: float
+    cost: float
+    actions: int  # (offer, channel, hour) actions the exploration draw could pick
+
+
+@dataclass(slots=True)
 class Decision:
     action: Choice | None
     alternatives: list[Choice] = field(default_factory=list)
@@ -140,6 +172,9 @@ class Decision:
     #: seconds spent building model inputs and scoring them (the model path only)
     matrices_s: float = 0.0
     scoring_s: float = 0.0
+    #: every candidate's score (None when nothing was scored)
+    scores: Scores | None = None
+    exploration: Exploration | None = None
 
 
 def _feature(features: Mapping[str, F64] | None, name: str) -> float:
@@ -265,15 +300,28 @@ def _best_slot(
     return max(slots, key=lambda s: (hour_lift[s[1]], -s[0]))
 
 
+def _choices(scores: Scores, fixed_hour: int | None) -> list[Choice]:
+    """One choice per (offer, channel), at the channel's best allowed hour (or ``fixed_hour``)."""
+    lift = scores.hour_lift
+    chosen = {c: _best_slot(scores.slots[c], lift, fixed_hour) for c in scores.channels}
+    out = []
+    for i, o in enumerate(scores.offers):
+        for j, c in enumerate(scores.channels):
+            ts, h = chosen[c]
+            pc, pp, lh = float(scores.p_channel[j]), float(scores.p_convert[i, j]), float(lift[h])
+            shown = pc if scores.channel_score is None else float(scores.channel_score[j])
+            out.append(Choice(o, c, ts, h, pc * lh * pp, 0.0, pp, shown, lh))
+    return out
+
+
 def _score_model(
     inp: DecisionInput,
     spec: FeatureSpec,
     scorer: Scorer,
     offers: list[Offer],
     slots: dict[str, list[tuple[float, int]]],
-    fixed_hour: int | None,
     out: Decision,
-) -> list[Choice]:
+) -> Scores:
     raw = inp.features
     assert raw is not None
     now_day = inp.now / 86400.0
@@ -306,16 +354,7 @@ def _score_model(
     t5 = time.perf_counter()
     out.matrices_s = (t1 - t0) + (t4 - t3)
     out.scoring_s = (t2 - t1) + (t5 - t4)
-    choices = []
-    chosen_slot = {c: _best_slot(slots[c], lift, fixed_hour) for c in chans}
-    for i, o in enumerate(offers):
-        for j, c in enumerate(chans):
-            ts, h = chosen_slot[c]
-            p = float(p_ch[j] * lift[h] * p_prop[i, j])
-            choices.append(
-                Choice(o, c, ts, h, p, 0.0, float(p_prop[i, j]), float(p_ch[j]), float(lift[h]))
-            )
-    return choices
+    return Scores(offers, chans, np.asarray(p_ch, dtype=np.float64), lift, p_prop, slots)
 
 
 def _score_prior(
@@ -323,28 +362,35 @@ def _score_prior(
     priors: Priors,
     offers: list[Offer],
     slots: dict[str, list[tuple[float, int]]],
-    fixed_hour: int | None,
-) -> list[Choice]:
-    rates = priors.hour_open_rate
-    mean = max(sum(rates) / len(rates), 1e-12)
-    lift = [r / mean for r in rates]
-    choices = []
-    for c, s in slots.items():
-        ts, h = _best_slot(s, lift, fixed_hour)
-        ch_p = priors.channel_open_rate.get(c, 0.0)
-        for o in offers:
-            base = priors.offer_conversion_rate.get(o.offer_id, 0.0)
-            if o.category in inp.cart_categories:
-                base *= SESSION_CATEGORY_BOOST
-            choices.append(Choice(o, c, ts, h, base * lift[h], 0.0, base, ch_p, lift[h]))
-    return choices
+) -> Scores:
+    rates = np.asarray(priors.hour_open_rate, dtype=np.float64)
+    lift = rates / max(float(rates.mean()), 1e-12)
+    chans = list(slots)
+    p_ch = np.array([priors.channel_open_rate.get(c, 0.0) for c in chans], dtype=np.float64)
+    base = np.array(
+        [
+            priors.offer_conversion_rate.get(o.offer_id, 0.0)
+            * (SESSION_CATEGORY_BOOST if o.category in inp.cart_categories else 1.0)
+            for o in offers
+        ],
+        dtype=np.float64,
+    )
+    # the prior's P(convert) does not depend on the channel (one column per channel), and the
+    # population open rate is shown with a choice but is not a factor of its score
+    p_conv = np.repeat(base[:, None], len(chans), axis=1)
+    return Scores(offers, chans, np.ones(len(chans)), lift, p_conv, slots, channel_score=p_ch)
+
+
+def _lever(cfg: PolicyConfig, offer: Offer, boost: frozenset[str]) -> float:
+    """The value of converting ``offer`` here: margin or price, levers, the open cart's boost."""
+    lever = cfg.realtime.cart_boost if offer.category in boost else 1.0
+    return _value(cfg, offer) * lever
 
 
 def _with_value(cfg: PolicyConfig, c: Choice, boost: frozenset[str] = frozenset()) -> Choice:
-    lever = cfg.realtime.cart_boost if c.offer.category in boost else 1.0
     return Choice(
         c.offer, c.channel, c.send_at, c.local_hour, c.probability,
-        c.probability * _value(cfg, c.offer) * lever, c.propensity, c.channel_score, c.hour_lift,
+        c.probability * _lever(cfg, c.offer, boost), c.propensity, c.channel_score, c.hour_lift,
     )  # fmt: skip
 
 
@@ -359,21 +405,87 @@ def _popular(cfg: PolicyConfig, priors: Priors, choices: list[Choice]) -> Choice
     return ranked[0] if ranked else None
 
 
-def _explore(pool: list[Choice], eps: float, top: int, u: float) -> tuple[Choice, float]:
-    """Epsilon-greedy over the (offer, channel) actions in ``pool`` (sorted by EV, best first).
+def _explore(
+    scores: Scores, greedy: Choice, min_p: float, threshold: float, arm: Arm, u: float
+) -> tuple[Choice, float, Exploration]:
+    """Epsilon-greedy over every (offer, channel, allowed hour) action, within a budget.
 
-    With probability ``1 - eps`` the best action; with probability ``eps`` one of the first
-    ``top`` actions (all of them when ``top`` is 0) uniformly, the best one included. ``u`` is
-    one U(0, 1) draw independent of the context (from the decision id): ``u < eps`` explores,
-    and then ``u / eps`` is again U(0, 1) and picks the action. Returns the action and the
-    exact probability with which this policy picks it in this context, which is what
-    off-policy evaluation divides by::
+    With probability ``1 - eps`` the greedy action; with probability ``eps`` a draw from ``q``:
+    a channel uniformly among those with an action, then one of its allowed hours uniformly,
+    then an offer uniformly among the ``explore_top`` best there (all when 0), every action
+    above ``min_propensity`` and ``min_expected_value``. So every channel and every allowed hour
+    keeps a known, positive probability: channels a customer was never sent and send times the
+    model would not pick can be learned and evaluated off-policy.
 
-        P(best) = 1 - eps + eps / n,    P(other explored action) = eps / n
+    ``eps`` is the arm's ``epsilon``, lowered when needed so that the expected value given up,
+    ``eps * (EV(greedy) - E_q[EV])``, stays within the arm's ``explore_budget`` (value units
+    per decision; unset: no cap). ``u`` is one U(0, 1) draw independent of the context (from
+    the decision id): ``u < eps`` explores and ``u / eps`` (again uniform) walks ``q``. Returns
+    the action, the exact probability of it under this policy in this context (what
+    off-policy evaluation divides by), ``(1 - eps) [a = greedy] + eps q(a)``, and the cost.
     """
-    n = len(pool) if top <= 0 else min(top, len(pool))
-    j = min(int(u / eps * n), n - 1) if u < eps else 0
-    return pool[j], (1.0 - eps) * (j == 0) + eps / n
+    lift, value = scores.hour_lift, scores.value
+    n_o, n_ch = scores.p_convert.shape
+    # (channel, local hour) -> send time, for the hours the contact policy allows
+    when: list[dict[int, float]] = [{h: ts for ts, h in scores.slots[c]} for c in scores.channels]
+    allowed = np.zeros((n_ch, 24), dtype=bool)
+    for j, slots in enumerate(when):
+        allowed[j, list(slots)] = True
+    # every (offer, channel, hour): probability, value, and whether exploration may pick it
+    p = scores.p_convert[:, :, None] * (scores.p_channel[:, None] * lift[None, :])[None]
+    ev = p * value[:, None, None]
+    ok = (p >= min_p) & (ev >= threshold) & allowed[None]
+    if 0 < arm.explore_top < n_o:
+        order = np.argsort(np.where(ok, -ev, np.inf), axis=0, kind="stable")
+        top = np.zeros_like(ok)
+        np.put_along_axis(top, order[: arm.explore_top], True, axis=0)
+        ok &= top
+    n_offers = ok.sum(axis=0)  # (channel, hour)
+    n_hours = (n_offers > 0).sum(axis=1)  # per channel
+    channels = np.flatnonzero(n_hours)
+    n_c = len(channels)
+    q_of = np.zeros((n_ch, 24))  # the draw's probability of each offer at (channel, hour)
+    if n_c:
+        q_of[channels] = 1.0 / (n_c * n_hours[channels, None] * np.maximum(n_offers[channels], 1))
+    q_of = np.where(n_offers > 0, q_of, 0.0)
+    expected = float((np.where(ok, ev, 0.0) * q_of[None]).sum())
+    gap = max(greedy.expected_value - expected, 0.0)
+    eps = arm.epsilon
+    if arm.explore_budget is not None and gap > 0:
+        eps = min(eps, arm.explore_budget / gap)
+
+    def q(c: Choice) -> float:
+        """The exploration draw's probability of an action (0 outside its support)."""
+        j = scores.channels.index(c.channel)
+        h = c.local_hour
+        if when[j].get(h) != c.send_at:
+            return 0.0
+        i = scores.offers.index(c.offer)
+        return float(q_of[j, h]) if ok[i, j, h] else 0.0
+
+    chosen = greedy
+    if u < eps and n_c:
+        v = u / eps
+        k = min(int(v * n_c), n_c - 1)
+        v = v * n_c - k
+        j = int(channels[k])
+        hours = np.flatnonzero(n_offers[j])  # in local-hour order (a fixed order is enough)
+        s = min(int(v * len(hours)), len(hours) - 1)
+        v = v * len(hours) - s
+        h = int(hours[s])
+        offers = np.flatnonzero(ok[:, j, h])
+        i = int(offers[min(int(v * len(offers)), len(offers) - 1)])
+        shown = scores.p_channel if scores.channel_score is None else scores.channel_score
+        chosen = Choice(
+            scores.offers[i], scores.channels[j], when[j][h], h, float(p[i, j, h]),
+            float(ev[i, j, h]), float(scores.p_convert[i, j]), float(shown[j]), float(lift[h]),
+        )  # fmt: skip
+    same = (chosen.offer.offer_id, chosen.channel, chosen.send_at) == (
+        greedy.offer.offer_id, greedy.channel, greedy.send_at,
+    )  # fmt: skip
+    prob = (1.0 - eps) * same + eps * q(chosen)
+    actions = int(n_offers.sum())
+    return chosen, prob, Exploration(epsilon=eps, cost=eps * gap, actions=actions)
 
 
 def decide(
@@ -402,12 +514,14 @@ def decide(
     if not slots or not offers:
         return out
     if out.cold_start:
-        choices = _score_prior(inp, priors, offers, slots, fixed_hour)
+        scores = _score_prior(inp, priors, offers, slots)
     else:
         assert scorer is not None
-        choices = _score_model(inp, spec, scorer, offers, slots, fixed_hour, out)
+        scores = _score_model(inp, spec, scorer, offers, slots, out)
     boost = inp.boost_categories if not out.cold_start else frozenset()  # cold start: own boost
-    choices = [_with_value(cfg, c, boost) for c in choices]
+    scores.value = np.array([_lever(cfg, o, boost) for o in offers], dtype=np.float64)
+    out.scores = scores
+    choices = [_with_value(cfg, c, boost) for c in _choices(scores, fixed_hour)]
     min_p = cfg.eligibility.min_propensity
     kept = []
     for c in choices:
@@ -446,11 +560,10 @@ def decide(
     best: Choice | None = above[0]
     if out.policy == "popular":
         best = _popular(cfg, priors, [c for c in kept if c.expected_value >= threshold])
-    elif out.policy == "explore" and arm is not None and arm.epsilon > 0:
-        best, out.choice_probability = _explore(
-            [c for c in kept if c.expected_value >= threshold], arm.epsilon, arm.explore_top,
-            inp.uniform,
-        )  # fmt: skip
+    elif out.policy == "explore" and arm is not None and arm.epsilon > 0 and best is not None:
+        best, out.choice_probability, out.exploration = _explore(
+            scores, best, min_p, threshold, arm, inp.uniform
+        )
     assert best is not None
     rest = [c for c in above if c is not best][: cfg.arbitration.alternatives]
     if inp.allocation.holdout:

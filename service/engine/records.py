@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from contracts.records import ChoiceRecord, DecisionMarker, DecisionRecord
+from contracts.records import (
+    CandidatesRecord,
+    ChoiceRecord,
+    DecisionMarker,
+    DecisionRecord,
+    ExplorationRecord,
+)
 from service.domain.config import PolicyConfig
-from service.domain.decision import Choice
+from service.domain.decision import Choice, Scores
 from service.engine.context import DecideContext
 
 __all__ = ["choice_record", "decision_marker", "decision_record"]
@@ -21,6 +27,22 @@ def choice_record(c: Choice) -> ChoiceRecord:
         propensity=round(c.propensity, 6),
         channel_score=round(c.channel_score, 6),
         hour_lift=round(c.hour_lift, 4),
+    )
+
+
+def _round(values: object, digits: int = 6) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in values]  # type: ignore[attr-defined]
+
+
+def candidates_record(s: Scores) -> CandidatesRecord:
+    return CandidatesRecord(
+        offers=[o.offer_id for o in s.offers],
+        channels=list(s.channels),
+        p_channel=_round(s.p_channel),
+        hour_lift=_round(s.hour_lift, 5),
+        p_convert=[_round(row) for row in s.p_convert],
+        value=_round(s.value),
+        hours={c: [h for _, h in s.slots[c]] for c in s.channels},
     )
 
 
@@ -54,9 +76,24 @@ def decision_record(ctx: DecideContext, policy: PolicyConfig) -> DecisionRecord:
         suppressed=[(s.reason, s.offer_id, s.channel) for s in d.suppressed],
         cold_start=d.cold_start,
         degraded=list(d.degraded),
-        model_versions=ctx.models.versions if ctx.models else {},
+        model_versions={k: v for k, (_, v) in ctx.models.registered_versions.items()}
+        if ctx.models
+        else {},
         policy_version=policy.version,
         realtime=ctx.realtime,
+        allocation="caller" if ctx.allocation.caller_allocated else "hashed",
+        candidates=(
+            candidates_record(d.scores) if d.scores is not None and policy.log.candidates else None
+        ),
+        exploration=(
+            ExplorationRecord(
+                epsilon=round(d.exploration.epsilon, 6),
+                cost=round(d.exploration.cost, 6),
+                actions=d.exploration.actions,
+            )
+            if d.exploration is not None
+            else None
+        ),
     )
 
 

@@ -84,6 +84,12 @@ async def test_explore_log_to_ope_and_replay(
     decisions, feedback = decision_log.load_log(out)
     mine = decisions[decisions["decision_id"].isin(ids)]
     assert len(mine) == len(ids)
+    # the complete record: versions per model kind, how the arm was chosen, every candidate
+    assert mine["model_version_propensity"].notna().all()
+    assert (mine["allocation"] == "caller").all()  # the requests named the arm
+    acted = mine[mine["action_offer"].notna()]
+    assert acted["candidates"].notna().all() and acted["explore_epsilon"].notna().all()
+    assert (acted["explore_cost"] >= 0).all()
     log = ope.bandit_log_from_decisions(decision_log.outcomes(mine, feedback))
     assert len(log) > 100 and (log["propensity"] > 0).all()
     greedy = log["propensity"] > 1 - eps  # the explore arm took its greedy action

@@ -28,8 +28,11 @@ ties keep stream-entry order):
 | cold_start | bool | population priors were used |
 | degraded | string | comma-separated degradation flags ("" if none) |
 | model_version_propensity / _send_time / _channel | string | model versions used |
-| model_versions | string | JSON object of all model versions |
+| model_versions | string | JSON object of all model versions (by model kind) |
 | policy_version | string | version of ``policy.yaml`` |
+| allocation | string | ``hashed`` (the unit's bucket) or ``caller`` (the request named the arm) |
+| explore_epsilon, explore_cost | float | explore arm: the exploration rate used and the expected value it gave up |
+| candidates | string | JSON :class:`contracts.records.CandidatesRecord`: every candidate's factored score |
 
 ``feedback.parquet``: ``decision_id`` (string), ``event`` (``delivered``, ``opened``,
 ``clicked``, ``converted``, ``dismissed``), ``value`` (float, null unless given, e.g. the
@@ -49,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -98,6 +102,10 @@ DECISION_COLUMNS: dict[str, str] = {
     **{f"model_version_{k}": "string" for k in MODEL_KINDS},
     "model_versions": "string",
     "policy_version": "string",
+    "allocation": "string",
+    "explore_epsilon": "float64",
+    "explore_cost": "float64",
+    "candidates": "string",
 }
 FEEDBACK_COLUMNS: dict[str, str] = {
     "decision_id": "string",
@@ -139,6 +147,10 @@ def _flat_one(r: DecisionRecord) -> dict[str, Any]:
         "degraded": ",".join(r.degraded),
         "model_versions": json.dumps(r.model_versions, sort_keys=True),
         "policy_version": r.policy_version,
+        "allocation": r.allocation,
+        "explore_epsilon": r.exploration.epsilon if r.exploration else None,
+        "explore_cost": r.exploration.cost if r.exploration else None,
+        "candidates": msgspec.json.encode(r.candidates).decode() if r.candidates else None,
     }
     for k in MODEL_KINDS:
         row[f"model_version_{k}"] = r.model_versions.get(k)
