@@ -12,7 +12,9 @@ Runs after the main job (`make demo`: world + model bundle). In one run, on one 
 3. **over HTTP**: each implementation served by the production server (`python -m service`,
    uvicorn, NEXTBEST_WORKERS) and driven by wrk (C, Lua pacing) at fixed offered rates and
    at saturation; then Locust with the realistic /decide + /feedback mix against the service;
-4. prints a table and writes JSON under var/bench/ (git-ignored).
+4. prints a table, writes JSON and a chart (PNG: in-process stages, HTTP latency against
+   throughput) under var/bench/ (git-ignored); ``--figure PATH`` also writes the chart there
+   (docs/figures/bench.png is made that way).
 
 Timings on a shared 2-core machine are noisy: compare the ratios within one run. Without
 wrk (Debian package `wrk`) the HTTP part says loudly that it is skipped; `make bench`
@@ -661,6 +663,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--locust-duration", type=float, default=20.0)
     p.add_argument("--no-http", action="store_true", help="in-process part only")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="also write the run's chart here (e.g. docs/figures/bench.png)",
+    )
     a = p.parse_args(argv)
     a.rates = [int(x) for x in str(a.rates).split(",") if x.strip()]
     a.models_dir = a.models_dir.resolve()
@@ -737,9 +745,55 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     payload = json.dumps(res, indent=2, default=str)
     (args.out / f"bench-{stamp}.json").write_text(payload)
     (args.out / "latest.json").write_text(payload)
+    chart = args.out / f"bench-{stamp}.png"
+    plot(res, chart)
+    if args.figure is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(chart, args.figure)
     print(table)
-    print(f"\nJSON: {args.out / f'bench-{stamp}.json'}")
+    print(f"\nJSON: {args.out / f'bench-{stamp}.json'}; chart: {args.figure or chart}")
     return 0
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    """The run's chart: in-process p50 per stage (service vs baseline, full case) and, when the
+    HTTP part ran, p99 latency against achieved throughput for both servers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    http = res.get("http") or {}
+    panels = 2 if http and "skipped" not in http else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.2), squeeze=False)
+    ax = axes[0][0]
+    ip = res["inprocess"]
+    stages = [s for s in STAGE_ORDER if ip["service"]["full"]["stages"].get(s, {}).get("n")]
+    x = range(len(stages))
+    for k, impl in enumerate(IMPLS):
+        vals = [ip[impl]["full"]["stages"][s]["p50"] for s in stages]
+        ax.bar([i + (k - 0.5) * 0.4 for i in x], vals, width=0.4, label=impl)
+    ax.set_xticks(list(x), stages, rotation=30)
+    ax.set_ylabel("p50 per decision (ms)")
+    total = {impl: ip[impl]["full"]["stages"]["total"]["p50"] for impl in IMPLS}
+    ax.set_title(
+        f"in-process, full case: total p50 {total['service']:.2f} vs {total['baseline']:.2f} ms"
+    )
+    ax.legend()
+    if panels == 2:
+        ax = axes[0][1]
+        for impl in IMPLS:
+            rows = [*http[impl]["rates"], http[impl]["saturation"]]
+            ax.plot([r["achieved_rps"] for r in rows], [r["p99"] for r in rows], "o-", label=impl)
+        ax.set_xlabel("achieved requests/s")
+        ax.set_ylabel("p99 latency (ms)")
+        ax.set_yscale("log")
+        ax.set_title(f"HTTP /decide, {http['workers']} workers (wrk, rising offered rate)")
+        ax.legend()
+    fig.suptitle(f"nextbest benchmark {res['started_at']} ({res['machine']['cores']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

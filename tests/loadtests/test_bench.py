@@ -40,8 +40,13 @@ def test_bench_in_process_and_http(
         if http
         else ["--no-http"]
     )  # fmt: skip
-    assert main([*_args(small_world, model_bundle, tmp_path, url), *extra]) == 0
+    figure = tmp_path / "figures" / "bench.png"
+    assert (
+        main([*_args(small_world, model_bundle, tmp_path, url), *extra, "--figure", str(figure)])
+        == 0
+    )
     res = json.loads((tmp_path / "latest.json").read_text())
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the run's chart
     for impl in ("service", "baseline"):
         for case in ("mix", "full"):
             got = res["inprocess"][impl][case]
