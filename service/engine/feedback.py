@@ -1,10 +1,14 @@
 """Outcomes of decisions: ``POST /feedback`` into the log, and the effects they imply.
 
-An accepted outcome is appended once (idempotent by decision and event). Effects
-(``converted``: the offer joins the customer's purchases; ``delivered`` with ``count_on:
-delivered``: the contact counts against the caps) are applied after it. When Redis cannot
-take either, the outcome (or its pending effects) is made durable in the local spool before
-the caller is answered, and replayed when Redis returns.
+An outcome is appended once (idempotent by decision and event). Its effects (``converted``:
+the offer joins the customer's purchases; ``delivered`` with ``count_on: delivered``: the
+contact counts against the caps) are applied exactly once, by their own marker in the
+customer's keys (:meth:`RedisStore.add_purchase`, :meth:`RedisStore.count_contact`), and
+every time the outcome is seen, also as a duplicate. So the outcome completes its effects
+whichever attempt gets through: the first one, its replay from the spool (which may meet
+"duplicate" when a stalled write landed after the service gave up on it), or a retry by
+the caller. When Redis cannot take the outcome or its effects, the outcome is made durable
+in the local spool before the caller is answered, and replayed when Redis returns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from contracts.records import FeedbackRecord, decode_marker, encode
+from contracts.records import DecisionMarker, FeedbackRecord, decode_marker, encode
 from service.adapters.redis_store import RedisStore
 from service.adapters.spool import Spool
 from service.domain.config import PolicyConfig
@@ -53,7 +57,7 @@ class FeedbackHandler:
         # read before the call: a replay may land the decision (and forget it) meanwhile
         was_spooled = req.decision_id in self.spool.spooled_decisions
         try:
-            status = await self.guard.call(
+            status, marker = await self.guard.call(
                 self.store.append_feedback(req.decision_id, req.event, payload)
             )
         except Exception as exc:
@@ -80,36 +84,54 @@ class FeedbackHandler:
             raise UnknownDecision(req.decision_id)
         result = "accepted" if status == 1 else "duplicate"
         self.metrics.feedback.labels(event=req.event, status=result).inc()
-        if status == 1 and req.event in EFFECT_EVENTS:
+        m = decode_marker(marker) if marker is not None and req.event in EFFECT_EVENTS else None
+        if m is not None and self.has_effects(req.event, m):
+            # also for a duplicate: the attempt that logged it may have failed before them
             try:
-                await self.guard.call(self.apply_effects(req.decision_id, req.event, ts))
+                await self.guard.call(self._apply(req.decision_id, req.event, ts, m))
             except Exception:
-                # the outcome is in the log; what it implies (a purchase, a counted contact)
-                # is made durable here and applied when Redis is back
+                # the outcome is in the log, what it implies not yet: spool the outcome; its
+                # replay meets "duplicate" and completes the effects (exactly once)
                 await asyncio.to_thread(
-                    self.spool.append, "effects", req.decision_id, payload, req.event.encode()
+                    self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
                 )
         return FeedbackResponse(decision_id=req.decision_id, event=req.event, status=result)  # type: ignore[arg-type]
 
-    async def apply_effects(self, decision_id: str, event: str, at: float) -> bool:
-        """What an accepted outcome implies for later decisions; idempotent.
+    def has_effects(self, event: str, m: DecisionMarker) -> bool:
+        """Does this outcome of this decision change later decisions? (pure)"""
+        if event == "converted":
+            return bool(m.offer and m.known and m.unit)
+        policy = self.policy.contact_policy
+        return (
+            event == "delivered"
+            and policy.count_on == "delivered"
+            and bool(m.unit)
+            and m.channel in policy.capped_channels
+        )
+
+    async def apply_effects(
+        self, decision_id: str, event: str, at: float, marker: bytes | None = None
+    ) -> bool:
+        """What an outcome implies for later decisions, applied exactly once (idempotent).
 
         ``converted``: the offer joins the customer's purchases (eligibility excludes it);
         ``delivered`` with ``count_on: delivered``: the contact counts against the caps.
-        Returns False when the decision's marker is unknown (expired or never logged).
+        ``marker``: the decision's marker when at hand (else read). Returns False when the
+        decision's marker is unknown (expired or never logged).
         """
-        raw = await self.store.get_decision(decision_id)
-        if raw is None:
-            return False
-        m = decode_marker(raw)
-        if event == "converted" and m.offer and m.known and m.unit:
-            await self.store.add_purchase(m.unit, m.offer)
-        policy = self.policy.contact_policy
-        if (
-            event == "delivered"
-            and policy.count_on == "delivered"
-            and m.unit
-            and m.channel in policy.capped_channels
-        ):
-            await self.store.reserve_contact(m.unit, m.channel, at, decision_id)
+        if marker is None:
+            marker = await self.store.get_decision(decision_id)
+            if marker is None:
+                return False
+        m = decode_marker(marker)
+        if self.has_effects(event, m):
+            await self._apply(decision_id, event, at, m)
         return True
+
+    async def _apply(self, decision_id: str, event: str, at: float, m: DecisionMarker) -> None:
+        assert m.unit is not None
+        if event == "converted":
+            assert m.offer is not None
+            await self.store.add_purchase(m.unit, m.offer, decision_id)
+        elif m.channel is not None:
+            await self.store.count_contact(m.unit, m.channel, at, decision_id)

@@ -173,12 +173,12 @@ async def test_outcome_effects_survive_a_failure_after_the_append(
     async with AsyncTestClient(app=app) as c:
         engine = app.state.engine
         d = await decide(c, customer_id="C0000009", context={"placement": "home_banner"})
-        real = engine.store.get_decision
+        real = engine.store.add_purchase
 
-        async def broken(_: str) -> bytes | None:
+        async def broken(*_: Any) -> bool:
             raise redis.ConnectionError("gone right after the append")
 
-        engine.store.get_decision = broken
+        engine.store.add_purchase = broken
         fb = await c.post(
             "/feedback",
             json={"decision_id": d["decision_id"], "event": "converted", "value": 5.0},
@@ -186,7 +186,7 @@ async def test_outcome_effects_survive_a_failure_after_the_append(
         )
         assert fb.status_code == 200 and fb.json()["status"] == "accepted"
         assert engine.spool.pending() == 1
-        engine.store.get_decision = real
+        engine.store.add_purchase = real
         await wait_until(lambda: _no_pending(app))
         r = redis.Redis.from_url(own_redis.url)
         assert r.smembers(purchased_key("C0000009")) == {d["action"]["offer_id"].encode()}
@@ -215,11 +215,11 @@ async def test_feedback_racing_the_replay_of_its_decision_is_spooled_not_refused
         engine.breaker.success()  # Redis answers again (the replay loop would close it)
         seen: list[int] = []
 
-        async def racing(decision_id: str, event: str, payload: bytes) -> int:
-            status = await real_feedback(decision_id, event, payload)
+        async def racing(decision_id: str, event: str, payload: bytes) -> tuple[int, Any]:
+            status, marker = await real_feedback(decision_id, event, payload)
             seen.append(status)
             await _replay_once(engine)  # the replay lands the decision meanwhile
-            return status
+            return status, marker
 
         engine.store.append_feedback = racing
         fb = await c.post(

@@ -1,0 +1,97 @@
+"""Nothing acknowledged is lost: effects of outcomes, sequences of retried events, feedback
+for spooled decisions, whatever Redis, the network or a restart did in between.
+
+* An outcome acknowledged while Redis stalled: the write may land after the service gave
+  up on it, so its replay meets "duplicate"; what the outcome implies (a purchase, a counted
+  contact) is still applied, once.
+* An event batch answered 503 while Redis stalled may have been applied meanwhile; its retry
+  still starts (or ends) the sequences the events trigger, once.
+* A decision acknowledged from the local spool is known to every process of the host,
+  also after a restart, until the replay has put it in Redis: its feedback is queued, never
+  refused with 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from litestar.testing import AsyncTestClient
+
+from contracts.keys import contacts_key, purchased_key
+from loadtests.faults import RedisProcess
+from service.adapters.redis_store import read_feedback
+from service.app import create_app
+from tests.reliability.conftest import AUTH, settings_for, stall
+from tests.reliability.test_degraded import decide, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "service" / "config" / "policy.yaml"
+
+
+def counting_delivered_policy(tmp_path: Path) -> Path:
+    """The shipped policy, but contacts count on delivery and web is a capped channel."""
+    raw = yaml.safe_load(POLICY.read_text())
+    raw["contact_policy"]["count_on"] = "delivered"
+    raw["contact_policy"]["capped_channels"] = [*raw["contact_policy"]["capped_channels"], "web"]
+    out = tmp_path / "policy.yaml"
+    out.write_text(yaml.safe_dump(raw))
+    return out
+
+
+class TestOutcomeEffects:
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("event", ["converted", "delivered"])
+    async def test_an_outcome_acknowledged_during_a_stall_has_its_effect_once(
+        self, event: str, model_bundle: Path, own_redis: RedisProcess, tmp_path: Path
+    ) -> None:
+        env: dict[str, object] = {}
+        if event == "delivered":
+            env["NEXTBEST_POLICY_FILE"] = counting_delivered_policy(tmp_path)
+        app = create_app(settings_for(own_redis.url, model_bundle, tmp_path / "spool", **env))
+        unit = "C0000009"
+        warm = {"event": "opened" if event == "converted" else "dismissed"}
+        async with AsyncTestClient(app=app) as c:
+            d = await decide(c, customer_id=unit, context={"placement": "home_banner"})
+            assert d["degraded"] == [] and d["action"]["channel"] == "web"
+            # Redis has taken feedback before (its script is cached: a stalled write runs
+            # when Redis wakes up instead of failing with NOSCRIPT)
+            await c.post("/feedback", json={**warm, "decision_id": d["decision_id"]}, headers=AUTH)
+            body = {"decision_id": d["decision_id"], "event": event}
+            with stall(own_redis, 1.0):
+                fb = await c.post("/feedback", json=body, headers=AUTH)
+            # acknowledged from the spool; Redis runs the write it was sent once awake
+            assert fb.status_code == 200 and fb.json()["status"] == "spooled"
+            await wait_until(lambda: _no_pending(app))
+            r = redis.Redis.from_url(own_redis.url)
+
+            def effect() -> list[bytes]:
+                if event == "converted":
+                    return sorted(r.smembers(purchased_key(unit)))
+                mine = d["decision_id"].encode()
+                return [m for m in r.zrange(contacts_key(unit), 0, -1) if mine in m]
+
+            expected_once = [d["action"]["offer_id"].encode()] if event == "converted" else None
+            got = effect()
+            if expected_once is not None:
+                assert got == expected_once
+            else:
+                assert len(got) == 1 and b"|web|" in got[0]
+            assert [(x.decision_id, x.event) for x in read_feedback(r)] == [
+                (d["decision_id"], warm["event"]),
+                (d["decision_id"], event),
+            ]
+            # the client retries: a duplicate, and the effect is still there once
+            again = await c.post("/feedback", json=body, headers=AUTH)
+            assert again.status_code == 200 and again.json()["status"] == "duplicate"
+            assert effect() == got
+            if event == "converted":  # and the next decision does not offer it again
+                nxt = await decide(c, customer_id=unit, context={"placement": "home_banner"})
+                assert nxt["action"]["offer_id"] != d["action"]["offer_id"]
+
+
+async def _no_pending(app: Any) -> bool:
+    return not app.state.engine.spool.has_pending()
