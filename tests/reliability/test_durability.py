@@ -13,6 +13,7 @@ for spooled decisions, whatever Redis, the network or a restart did in between.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import redis
 import yaml
 from litestar.testing import AsyncTestClient
 
-from contracts.keys import contacts_key, purchased_key
+from contracts.keys import contacts_key, purchased_key, sequence_instance_key
 from loadtests.faults import RedisProcess
 from service.adapters.redis_store import read_feedback
 from service.app import create_app
@@ -95,3 +96,49 @@ class TestOutcomeEffects:
 
 async def _no_pending(app: Any) -> bool:
     return not app.state.engine.spool.has_pending()
+
+
+class TestRetriedEvents:
+    @pytest.mark.anyio
+    async def test_a_batch_retried_after_its_503_starts_and_ends_the_sequence(
+        self, model_bundle: Path, own_redis: RedisProcess, tmp_path: Path
+    ) -> None:
+        app = create_app(settings_for(own_redis.url, model_bundle, tmp_path / "spool"))
+        cid = "C0000042"
+        instance = sequence_instance_key("abandoned_cart", cid)
+        now = time.time()
+
+        def batch(eid: str, type_: str, at: float) -> dict[str, Any]:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + "Z"
+            one = {"event_id": eid, "type": type_, "customer_id": cid, "timestamp": ts}
+            return {"events": [{**one, "offer_id": "OFF002", "value": 10.0}]}
+
+        async with AsyncTestClient(app=app) as c:
+            r = redis.Redis.from_url(own_redis.url)
+            # Redis has taken events before (their script is cached)
+            view = batch("view-1", "page_view", now - 90)
+            assert (await c.post("/events", json=view, headers=AUTH)).status_code == 200
+            add = batch("cart-1", "cart_add", now - 60)
+            with stall(own_redis, 1.0):
+                first = await c.post("/events", json=add, headers=AUTH)
+            assert first.status_code == 503  # the caller is told to retry the batch
+            retry = await c.post("/events", json=add, headers=AUTH)
+            assert retry.status_code == 200, retry.text
+            assert retry.json()["results"][0]["status"] == "applied"
+            assert r.exists(instance), "the retried cart_add did not start the sequence"
+            started = r.hgetall(instance)
+            # the decision path sees the cart (the feature row was written on the retry)
+            rt = await app.state.realtime.store.read(cid)
+            assert rt.features is not None and rt.features["cart_items_rt"] == 1
+            # once more: a duplicate, and the sequence is the same instance, not a new one
+            again = await c.post("/events", json=add, headers=AUTH)
+            assert again.json()["results"][0]["status"] == "duplicate"
+            assert r.hgetall(instance) == started
+
+            buy = batch("buy-1", "purchase", now - 30)
+            with stall(own_redis, 1.0):
+                first = await c.post("/events", json=buy, headers=AUTH)
+            assert first.status_code == 503
+            retry = await c.post("/events", json=buy, headers=AUTH)
+            assert retry.status_code == 200 and retry.json()["results"][0]["status"] == "applied"
+            assert not r.exists(instance), "the retried purchase did not end the sequence"
