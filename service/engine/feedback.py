@@ -54,34 +54,30 @@ class FeedbackHandler:
         payload = encode(
             FeedbackRecord(decision_id=req.decision_id, event=req.event, value=req.value, ts=ts)
         )
-        # read before the call: a replay may land the decision (and forget it) meanwhile
-        was_spooled = req.decision_id in self.spool.spooled_decisions
+        unknown = False
         try:
-            status, marker = await self.guard.call(
-                self.store.append_feedback(req.decision_id, req.event, payload)
-            )
+            status, marker = await self._append(req, payload)
+            if status == 0 and not await asyncio.to_thread(
+                self.spool.holds_decision, req.decision_id
+            ):
+                # not in this host's spool, or no longer: its replay may have put it in Redis
+                # since we asked (a replay removes a decision from the spool only after that)
+                status, marker = await self._append(req, payload)
+                unknown = status == 0
         except Exception as exc:
             # Durable locally (fsync'ed) before we answer; replayed idempotently, in order,
             # when Redis returns. The decision id is checked then (unknown ids are dropped
             # and counted as nextbest_feedback_total{status="dropped_unknown"}).
-            await asyncio.to_thread(
-                self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
-            )
             if not isinstance(exc, RedisSkipped):
                 log.warning("feedback spooled: %s", type(exc).__name__)
-            self.metrics.feedback.labels(event=req.event, status="spooled").inc()
-            return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="spooled")
-        if status == 0:
-            if was_spooled or req.decision_id in self.spool.spooled_decisions:
-                # its decision is (or was, when we asked Redis) in the local spool: queue the
-                # feedback behind it; the replay sends it once the decision is in Redis
-                await asyncio.to_thread(
-                    self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
-                )
-                return FeedbackResponse(
-                    decision_id=req.decision_id, event=req.event, status="spooled"
-                )
+            return await self._spooled(req, payload)
+        if unknown:
             raise UnknownDecision(req.decision_id)
+        if status == 0:
+            # its decision waits in this host's spool (acknowledged by any process of the
+            # host, before a restart too): queue the feedback behind it; the replay sends
+            # it once the decision is in Redis
+            return await self._spooled(req, payload)
         result = "accepted" if status == 1 else "duplicate"
         self.metrics.feedback.labels(event=req.event, status=result).inc()
         m = decode_marker(marker) if marker is not None and req.event in EFFECT_EVENTS else None
@@ -96,6 +92,18 @@ class FeedbackHandler:
                     self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
                 )
         return FeedbackResponse(decision_id=req.decision_id, event=req.event, status=result)  # type: ignore[arg-type]
+
+    async def _append(self, req: FeedbackRequest, payload: bytes) -> tuple[int, bytes | None]:
+        return await self.guard.call(
+            self.store.append_feedback(req.decision_id, req.event, payload)
+        )
+
+    async def _spooled(self, req: FeedbackRequest, payload: bytes) -> FeedbackResponse:
+        await asyncio.to_thread(
+            self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
+        )
+        self.metrics.feedback.labels(event=req.event, status="spooled").inc()
+        return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="spooled")
 
     def has_effects(self, event: str, m: DecisionMarker) -> bool:
         """Does this outcome of this decision change later decisions? (pure)"""

@@ -13,10 +13,14 @@ for spooled decisions, whatever Redis, the network or a restart did in between.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import yaml
@@ -24,12 +28,15 @@ from litestar.testing import AsyncTestClient
 
 from contracts.keys import contacts_key, purchased_key, sequence_instance_key
 from loadtests.faults import RedisProcess
-from service.adapters.redis_store import read_feedback
+from service.adapters.redis_store import read_decisions, read_feedback
+from service.adapters.spool import Spool
 from service.app import create_app
-from tests.reliability.conftest import AUTH, settings_for, stall
+from tests.deploy.processes import Child, free_port, wait_http
+from tests.reliability.conftest import API_KEY, AUTH, settings_for, stall
 from tests.reliability.test_degraded import decide, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVICE = [sys.executable, "-m", "service"]
 POLICY = ROOT / "service" / "config" / "policy.yaml"
 
 
@@ -142,3 +149,146 @@ class TestRetriedEvents:
             retry = await c.post("/events", json=buy, headers=AUTH)
             assert retry.status_code == 200 and retry.json()["results"][0]["status"] == "applied"
             assert not r.exists(instance), "the retried purchase did not end the sequence"
+
+
+# ------------------------------------------------------------------ processes
+def service_env(
+    redis_url: str, bundle: Path, spool: Path, port: int, **extra: str
+) -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(
+        {
+            "NEXTBEST_HOST": "127.0.0.1",
+            "NEXTBEST_PORT": str(port),
+            "NEXTBEST_REDIS_URL": redis_url,
+            "NEXTBEST_API_KEYS": API_KEY,
+            "NEXTBEST_DEV_MODE": "0",
+            "NEXTBEST_MODELS_DIR": str(bundle),
+            "NEXTBEST_SPOOL_DIR": str(spool),
+            "NEXTBEST_MODEL_POLL_S": "0",
+            "NEXTBEST_SCHEDULER_POLL_S": "0",
+            "NEXTBEST_REDIS_TIMEOUT_MS": "100",
+            "NEXTBEST_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
+    return env
+
+
+def post(base: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    """One request on a new connection (several workers share the port: any may answer)."""
+    with httpx.Client(base_url=base, timeout=30) as c:
+        return c.post(path, json=body, headers=AUTH)
+
+
+def spool_files(spool: Path) -> list[Path]:
+    return [p for p in spool.glob("spool-*") if p.stat().st_size > 0]
+
+
+@pytest.fixture
+def down_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server address where nothing answers until the test starts it."""
+    rp = RedisProcess(tmp_path / "redis")
+    rp.dir.mkdir()
+    try:
+        yield rp
+    finally:
+        rp.kill()
+
+
+def spool_decisions(base: str, n: int, spool: Path, processes: int) -> list[str]:
+    """Decisions while Redis is down (acknowledged from the spool) until at least ``n`` are and
+    ``processes`` server processes have each spooled some."""
+    ids: list[str] = []
+    for i in range(400):
+        r = post(
+            base, "/decide", {"anonymous_id": f"sp-{i}", "context": {"placement": "home_banner"}}
+        )
+        assert r.status_code == 200 and "log_spooled" in r.json()["degraded"], r.text
+        ids.append(r.json()["decision_id"])
+        if len(ids) >= n and len(list(spool.glob("spool-*.jsonl"))) >= processes:
+            return ids
+    raise AssertionError(f"decisions were not spooled by {processes} processes")
+
+
+def feedback_statuses(base: str, ids: list[str]) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for did in ids:
+        r = post(base, "/feedback", {"decision_id": did, "event": "clicked"})
+        key = str(r.status_code) if r.status_code != 200 else r.json()["status"]
+        seen[key] = seen.get(key, 0) + 1
+    return seen
+
+
+def landed_once(rp: RedisProcess, ids: list[str], timeout_s: float = 30.0) -> None:
+    """Every decision and its one feedback reach Redis, each exactly once."""
+    r = redis.Redis.from_url(rp.url)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        decisions = [x.decision_id for x in read_decisions(r)]
+        feedback = [x.decision_id for x in read_feedback(r)]
+        if (sorted(decisions) == sorted(ids) and sorted(feedback) == sorted(ids)) or (
+            time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.25)
+    assert sorted(decisions) == sorted(ids)
+    assert sorted(feedback) == sorted(ids)
+
+
+@pytest.mark.slow
+class TestFeedbackForSpooledDecisions:
+    """The replay of the spooled decisions is held back (another replayer has claimed the
+    files, as a long replay does) so that feedback meets Redis up and its decision still in
+    the spool: the state "right after Redis returns", made deterministic."""
+
+    def test_after_a_restart(
+        self, model_bundle: Path, down_redis: RedisProcess, tmp_path: Path
+    ) -> None:
+        spool = tmp_path / "spool"
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = service_env(down_redis.url, model_bundle, spool, port)
+        with Child(SERVICE, tmp_path / "a.log", env=env, cwd=ROOT) as first:
+            wait_http(first, f"{base}/health", 180)
+            ids = spool_decisions(base, 30, spool, 1)
+        # stopped; its last replay could not reach Redis: the decisions wait in the spool
+        assert spool_files(spool)
+        held = Spool(spool)._claim()  # a replay elsewhere has them, and has not sent them yet
+        down_redis.start()
+        try:
+            with Child(SERVICE, tmp_path / "b.log", env=env, cwd=ROOT) as second:
+                wait_http(second, f"{base}/ready", 180)
+                assert feedback_statuses(base, ids) == {"spooled": len(ids)}
+                for _, fd in held:
+                    os.close(fd)  # that replayer is gone: the service takes its files over
+                held = []
+                landed_once(down_redis, ids)
+        finally:
+            for _, fd in held:
+                os.close(fd)
+
+    def test_with_two_workers(
+        self, model_bundle: Path, down_redis: RedisProcess, tmp_path: Path
+    ) -> None:
+        spool = tmp_path / "spool"
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = service_env(down_redis.url, model_bundle, spool, port, NEXTBEST_WORKERS="2")
+        held: list[tuple[Path, int]] = []
+        with Child(SERVICE, tmp_path / "w.log", env=env, cwd=ROOT) as server:
+            wait_http(server, f"{base}/health", 180)
+            try:
+                ids = spool_decisions(base, 40, spool, 2)
+                held = Spool(spool)._claim()  # as above; then Redis returns
+                down_redis.start()
+                time.sleep(1.5)  # both workers' breakers have closed again: Redis answers
+                assert feedback_statuses(base, ids) == {"spooled": len(ids)}
+                for _, fd in held:
+                    os.close(fd)
+                held = []
+                landed_once(down_redis, ids)
+            finally:
+                for _, fd in held:
+                    os.close(fd)
