@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 import yaml
 from litestar.testing import AsyncTestClient
 
@@ -31,6 +32,7 @@ from loadtests.faults import RedisProcess
 from service.adapters.redis_store import read_decisions, read_feedback
 from service.adapters.spool import Spool
 from service.app import create_app
+from service.realtime.state import RealtimeStore
 from tests.deploy.processes import Child, free_port, wait_http
 from tests.reliability.conftest import API_KEY, AUTH, settings_for, stall
 from tests.reliability.test_degraded import decide, wait_until
@@ -135,7 +137,9 @@ class TestRetriedEvents:
             assert r.exists(instance), "the retried cart_add did not start the sequence"
             started = r.hgetall(instance)
             # the decision path sees the cart (the feature row was written on the retry)
-            rt = await app.state.realtime.store.read(cid)
+            reader = aioredis.Redis.from_url(own_redis.url)
+            rt = await RealtimeStore(reader).read(cid)
+            await reader.aclose()
             assert rt.features is not None and rt.features["cart_items_rt"] == 1
             # once more: a duplicate, and the sequence is the same instance, not a new one
             again = await c.post("/events", json=add, headers=AUTH)
