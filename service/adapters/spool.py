@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -47,6 +48,8 @@ from pathlib import Path
 import msgspec
 
 __all__ = ["SendResult", "Spool"]
+
+log = logging.getLogger("nextbest.spool")
 
 #: send(kind, id, payload, extra) -> True when written (or already there), False when the
 #: feedback's decision is unknown; raises when Redis is unreachable
@@ -106,6 +109,17 @@ class Spool:
                 "SELECT 1 FROM decisions WHERE id = ?", (decision_id,)
             ).fetchone()
         return row is not None
+
+    def _index_add(self, decisions: Iterable[str]) -> None:
+        ids = [(i,) for i in decisions]
+        if not ids:
+            return
+        try:
+            with self._index_lock:
+                self._index.executemany("INSERT OR IGNORE INTO decisions VALUES (?)", ids)
+        except sqlite3.Error as exc:  # e.g. closed by a shutdown while a request still spools
+            # the line is durable, which is what matters; the next start indexes it again
+            log.warning("spool index not updated: %s", type(exc).__name__)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -167,12 +181,7 @@ class Spool:
                         continue
                     os.write(fd, data)
                     os.fsync(fd)
-                    ids = [(i,) for i in decisions]
-                    if ids:
-                        with self._index_lock:
-                            self._index.executemany(
-                                "INSERT OR IGNORE INTO decisions VALUES (?)", ids
-                            )
+                    self._index_add(decisions)
                     return
                 finally:
                     os.close(fd)  # also releases the lock

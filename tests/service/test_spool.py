@@ -132,6 +132,12 @@ class TestWhichDecisionsItHolds:
         (tmp_path / "spool.decisions.sqlite3").write_bytes(b"not a database at all" * 100)
         assert Spool(tmp_path).holds_decision("d1")
 
+    def test_a_spooled_record_does_not_depend_on_the_index(self, tmp_path: Path) -> None:
+        s = Spool(tmp_path)
+        s.close()  # a shutdown while a request still spools its decision
+        s.append("decision", "d2", b"2", None)  # durable all the same
+        assert Spool(tmp_path).holds_decision("d2")
+
 
 def test_appends_racing_a_replayer_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
     """Four writers (each its own spool file, like worker processes) append while a fifth
