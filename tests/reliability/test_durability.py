@@ -13,10 +13,11 @@ for spooled decisions, whatever Redis, the network or a restart did in between.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,24 @@ def spool_files(spool: Path) -> list[Path]:
     return [p for p in spool.glob("spool-*") if p.stat().st_size > 0]
 
 
+@contextlib.contextmanager
+def replay_held_back(spool: Path) -> Iterator[Callable[[], None]]:
+    """Claim the spool files the way a replayer does, and send nothing: until ``release()``
+    (or the end of the block) no process can replay them; then any takes them over."""
+    claimer = Spool(spool)
+    held = claimer._claim()
+
+    def release() -> None:
+        while held:
+            os.close(held.pop()[1])
+
+    try:
+        yield release
+    finally:
+        release()
+        claimer.close()
+
+
 @pytest.fixture
 def down_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     """A redis-server address where nothing answers until the test starts it."""
@@ -259,19 +278,13 @@ class TestFeedbackForSpooledDecisions:
             ids = spool_decisions(base, 30, spool, 1)
         # stopped; its last replay could not reach Redis: the decisions wait in the spool
         assert spool_files(spool)
-        held = Spool(spool)._claim()  # a replay elsewhere has them, and has not sent them yet
-        down_redis.start()
-        try:
+        with replay_held_back(spool) as release:  # a replay elsewhere has them, unsent yet
+            down_redis.start()
             with Child(SERVICE, tmp_path / "b.log", env=env, cwd=ROOT) as second:
                 wait_http(second, f"{base}/ready", 180)
                 assert feedback_statuses(base, ids) == {"spooled": len(ids)}
-                for _, fd in held:
-                    os.close(fd)  # that replayer is gone: the service takes its files over
-                held = []
+                release()  # that replayer is gone: the service takes its files over
                 landed_once(down_redis, ids)
-        finally:
-            for _, fd in held:
-                os.close(fd)
 
     def test_with_two_workers(
         self, model_bundle: Path, down_redis: RedisProcess, tmp_path: Path
@@ -280,19 +293,12 @@ class TestFeedbackForSpooledDecisions:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = service_env(down_redis.url, model_bundle, spool, port, NEXTBEST_WORKERS="2")
-        held: list[tuple[Path, int]] = []
         with Child(SERVICE, tmp_path / "w.log", env=env, cwd=ROOT) as server:
             wait_http(server, f"{base}/health", 180)
-            try:
-                ids = spool_decisions(base, 40, spool, 2)
-                held = Spool(spool)._claim()  # as above; then Redis returns
+            ids = spool_decisions(base, 40, spool, 2)
+            with replay_held_back(spool) as release:  # as above; then Redis returns
                 down_redis.start()
                 time.sleep(1.5)  # both workers' breakers have closed again: Redis answers
                 assert feedback_statuses(base, ids) == {"spooled": len(ids)}
-                for _, fd in held:
-                    os.close(fd)
-                held = []
+                release()
                 landed_once(down_redis, ids)
-            finally:
-                for _, fd in held:
-                    os.close(fd)
