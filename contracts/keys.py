@@ -10,6 +10,7 @@ decision's marker, its feedback markers and the streams it is appended to share 
 | Feast's entity key (binary) | hash | Feast, ``/events`` | online features (Feast's layout) |
 | ``nb:{u}:contacts`` | sorted set | /decide, feedback | outbound contacts, score = epoch, member ``ts|channel|decision`` |
 | ``nb:{u}:purchased`` | set | feedback, /events | offers the customer bought |
+| ``nb:{u}:fx:<decision_id>:<event>`` | string | feedback | outcome effect applied (exactly once, TTL) |
 | ``nb:{u}:rt`` | hash | /events | real-time state (``last_ts``, ``row_us``, ``last_*_ts``) |
 | ``nb:{u}:ev:<event_id>`` | string | /events | event idempotency marker (TTL) |
 | ``nb:{u}:cart`` | hash | /events | ``q:<offer>`` quantity, ``v:<offer>`` value of the open cart |
@@ -42,6 +43,7 @@ __all__ = [
     "decision_stream",
     "decision_streams",
     "delivered_key",
+    "effect_marker_key",
     "event_marker_key",
     "feedback_marker_key",
     "feedback_stream",
@@ -73,6 +75,12 @@ def contacts_key(unit: str) -> str:
 
 def purchased_key(unit: str) -> str:
     return f"nb:{{{unit}}}:purchased"
+
+
+def effect_marker_key(unit: str, decision_id: str, event: str) -> str:
+    """Set with what an outcome implies for ``unit`` (a purchase, a counted contact), in one
+    script: the effect is applied once however often the outcome is sent."""
+    return f"nb:{{{unit}}}:fx:{decision_id}:{event}"
 
 
 def realtime_state_key(unit: str) -> str:

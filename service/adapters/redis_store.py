@@ -27,6 +27,7 @@ from contracts.keys import (
     decision_key,
     decision_stream,
     decision_streams,
+    effect_marker_key,
     feedback_marker_key,
     feedback_stream,
     feedback_streams,
@@ -91,13 +92,36 @@ return 1
 """
 
 # KEYS[1] decision record, KEYS[2] idempotency marker, KEYS[3] feedback stream
-# ARGV: ttl, maxlen, payload. Returns 0 unknown decision, 1 accepted, 2 duplicate.
+# ARGV: ttl, maxlen, payload. Returns {0} unknown decision, {1, marker} accepted,
+# {2, marker} duplicate; the decision's marker rides along for the outcome's effects.
 FEEDBACK_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then return 2 end
+local marker = redis.call('GET', KEYS[1])
+if not marker then return {0} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
+  return {2, marker}
+end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'record', ARGV[3])
+return {1, marker}
+"""
+
+# What an outcome implies for its unit, applied once: the effect and its marker in one script
+# (one slot: every key is the unit's). KEYS[1] effect marker, KEYS[2] the unit's purchased
+# set or contacts zset. ARGV: marker ttl, kind ('purchase' | 'contact'), member, key ttl,
+# score (contact: epoch). Returns 1 applied now, 0 applied before.
+EFFECT_LUA = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then return 0 end
+if ARGV[2] == 'purchase' then
+  redis.call('SADD', KEYS[2], ARGV[3])
+else
+  local at = tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[2], at, ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', at - tonumber(ARGV[4]))
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return 1
 """
+
+PURCHASE_TTL_S = 365 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +163,7 @@ class RedisStore:
         self._reserve = client.register_script(RESERVE_LUA)
         self._feedback = client.register_script(FEEDBACK_LUA)
         self._decision = client.register_script(DECISION_LUA)
+        self._effect = client.register_script(EFFECT_LUA)
         cap_args: list[Any] = [len(policy.capped_channels), *policy.capped_channels]
         for cap in policy.caps:
             cap_args += [cap.channel, cap.max, cap.window_hours * 3600.0]
@@ -215,7 +240,14 @@ class RedisStore:
         out: bytes | None = await self.client.get(decision_key(decision_id))
         return out
 
-    async def append_feedback(self, decision_id: str, event: str, payload: bytes) -> int:
+    async def append_feedback(
+        self, decision_id: str, event: str, payload: bytes
+    ) -> tuple[int, bytes | None]:
+        """Append an outcome once (idempotent by decision and event).
+
+        Returns (status, the decision's marker): 0 unknown decision (no marker), 1 accepted,
+        2 duplicate (already in the log).
+        """
         result = await self._feedback(
             keys=[
                 decision_key(decision_id),
@@ -224,13 +256,27 @@ class RedisStore:
             ],
             args=[self.record_ttl_s, self.log_maxlen, payload],
         )
-        return int(result)
+        return int(result[0]), (result[1] if len(result) > 1 else None)
 
-    async def add_purchase(self, unit: str, offer_id: str) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.sadd(purchased_key(unit), offer_id)
-            pipe.expire(purchased_key(unit), 365 * 86400)
-            await pipe.execute()
+    async def add_purchase(self, unit: str, offer_id: str, decision_id: str) -> bool:
+        """The offer joins the unit's purchases: once for the decision's ``converted``
+        outcome however often it is applied. True when applied by this call."""
+        result = await self._effect(
+            keys=[effect_marker_key(unit, decision_id, "converted"), purchased_key(unit)],
+            args=[self.record_ttl_s, "purchase", offer_id, PURCHASE_TTL_S],
+        )
+        return bool(result)
+
+    async def count_contact(self, unit: str, channel: str, at: float, decision_id: str) -> bool:
+        """A delivered contact counts against the caps: once for the decision's ``delivered``
+        outcome however often it is applied (it happened: no cap can refuse it). True when
+        counted by this call."""
+        member = f"{at:.3f}|{channel}|{decision_id}"
+        result = await self._effect(
+            keys=[effect_marker_key(unit, decision_id, "delivered"), contacts_key(unit)],
+            args=[self.record_ttl_s, "contact", member, int(self.window_s) + 3600, at],
+        )
+        return bool(result)
 
     async def close(self) -> None:
         await self.client.aclose()

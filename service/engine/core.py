@@ -293,6 +293,3 @@ class DecisionEngine:
     # -------------------------------------------------------------- feedback
     async def feedback(self, req: FeedbackRequest) -> FeedbackResponse:
         return await self.outcomes.feedback(req)
-
-    async def apply_feedback_effects(self, decision_id: str, event: str, at: float) -> bool:
-        return await self.outcomes.apply_effects(decision_id, event, at)

@@ -1,10 +1,14 @@
 """Outcomes of decisions: ``POST /feedback`` into the log, and the effects they imply.
 
-An accepted outcome is appended once (idempotent by decision and event). Effects
-(``converted``: the offer joins the customer's purchases; ``delivered`` with ``count_on:
-delivered``: the contact counts against the caps) are applied after it. When Redis cannot
-take either, the outcome (or its pending effects) is made durable in the local spool before
-the caller is answered, and replayed when Redis returns.
+An outcome is appended once (idempotent by decision and event). Its effects (``converted``:
+the offer joins the customer's purchases; ``delivered`` with ``count_on: delivered``: the
+contact counts against the caps) are applied exactly once, by their own marker in the
+customer's keys (:meth:`RedisStore.add_purchase`, :meth:`RedisStore.count_contact`), and
+every time the outcome is seen, also as a duplicate. So the outcome completes its effects
+whichever attempt gets through: the first one, its replay from the spool (which may meet
+"duplicate" when a stalled write landed after the service gave up on it), or a retry by
+the caller. When Redis cannot take the outcome or its effects, the outcome is made durable
+in the local spool before the caller is answered, and replayed when Redis returns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from contracts.records import FeedbackRecord, decode_marker, encode
+from contracts.records import DecisionMarker, FeedbackRecord, decode_marker, encode
 from service.adapters.redis_store import RedisStore
 from service.adapters.spool import Spool
 from service.domain.config import PolicyConfig
@@ -50,66 +54,92 @@ class FeedbackHandler:
         payload = encode(
             FeedbackRecord(decision_id=req.decision_id, event=req.event, value=req.value, ts=ts)
         )
-        # read before the call: a replay may land the decision (and forget it) meanwhile
-        was_spooled = req.decision_id in self.spool.spooled_decisions
+        unknown = False
         try:
-            status = await self.guard.call(
-                self.store.append_feedback(req.decision_id, req.event, payload)
-            )
+            status, marker = await self._append(req, payload)
+            if status == 0 and not await asyncio.to_thread(
+                self.spool.holds_decision, req.decision_id
+            ):
+                # not in this host's spool, or no longer: its replay may have put it in Redis
+                # since we asked (a replay removes a decision from the spool only after that)
+                status, marker = await self._append(req, payload)
+                unknown = status == 0
         except Exception as exc:
             # Durable locally (fsync'ed) before we answer; replayed idempotently, in order,
             # when Redis returns. The decision id is checked then (unknown ids are dropped
             # and counted as nextbest_feedback_total{status="dropped_unknown"}).
-            await asyncio.to_thread(
-                self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
-            )
             if not isinstance(exc, RedisSkipped):
                 log.warning("feedback spooled: %s", type(exc).__name__)
-            self.metrics.feedback.labels(event=req.event, status="spooled").inc()
-            return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="spooled")
+            return await self._spooled(req, payload)
+        if unknown:
+            raise UnknownDecision(req.decision_id)
         if status == 0:
-            if was_spooled or req.decision_id in self.spool.spooled_decisions:
-                # its decision is (or was, when we asked Redis) in the local spool: queue the
-                # feedback behind it; the replay sends it once the decision is in Redis
+            # its decision waits in this host's spool (acknowledged by any process of the
+            # host, before a restart too): queue the feedback behind it; the replay sends
+            # it once the decision is in Redis
+            return await self._spooled(req, payload)
+        result = "accepted" if status == 1 else "duplicate"
+        self.metrics.feedback.labels(event=req.event, status=result).inc()
+        m = decode_marker(marker) if marker is not None and req.event in EFFECT_EVENTS else None
+        if m is not None and self.has_effects(req.event, m):
+            # also for a duplicate: the attempt that logged it may have failed before them
+            try:
+                await self.guard.call(self._apply(req.decision_id, req.event, ts, m))
+            except Exception:
+                # the outcome is in the log, what it implies not yet: spool the outcome; its
+                # replay meets "duplicate" and completes the effects (exactly once)
                 await asyncio.to_thread(
                     self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
                 )
-                return FeedbackResponse(
-                    decision_id=req.decision_id, event=req.event, status="spooled"
-                )
-            raise UnknownDecision(req.decision_id)
-        result = "accepted" if status == 1 else "duplicate"
-        self.metrics.feedback.labels(event=req.event, status=result).inc()
-        if status == 1 and req.event in EFFECT_EVENTS:
-            try:
-                await self.guard.call(self.apply_effects(req.decision_id, req.event, ts))
-            except Exception:
-                # the outcome is in the log; what it implies (a purchase, a counted contact)
-                # is made durable here and applied when Redis is back
-                await asyncio.to_thread(
-                    self.spool.append, "effects", req.decision_id, payload, req.event.encode()
-                )
         return FeedbackResponse(decision_id=req.decision_id, event=req.event, status=result)  # type: ignore[arg-type]
 
-    async def apply_effects(self, decision_id: str, event: str, at: float) -> bool:
-        """What an accepted outcome implies for later decisions; idempotent.
+    async def _append(self, req: FeedbackRequest, payload: bytes) -> tuple[int, bytes | None]:
+        return await self.guard.call(
+            self.store.append_feedback(req.decision_id, req.event, payload)
+        )
+
+    async def _spooled(self, req: FeedbackRequest, payload: bytes) -> FeedbackResponse:
+        await asyncio.to_thread(
+            self.spool.append, "feedback", req.decision_id, payload, req.event.encode()
+        )
+        self.metrics.feedback.labels(event=req.event, status="spooled").inc()
+        return FeedbackResponse(decision_id=req.decision_id, event=req.event, status="spooled")
+
+    def has_effects(self, event: str, m: DecisionMarker) -> bool:
+        """Does this outcome of this decision change later decisions? (pure)"""
+        if event == "converted":
+            return bool(m.offer and m.known and m.unit)
+        policy = self.policy.contact_policy
+        return (
+            event == "delivered"
+            and policy.count_on == "delivered"
+            and bool(m.unit)
+            and m.channel in policy.capped_channels
+        )
+
+    async def apply_effects(
+        self, decision_id: str, event: str, at: float, marker: bytes | None = None
+    ) -> bool:
+        """What an outcome implies for later decisions, applied exactly once (idempotent).
 
         ``converted``: the offer joins the customer's purchases (eligibility excludes it);
         ``delivered`` with ``count_on: delivered``: the contact counts against the caps.
-        Returns False when the decision's marker is unknown (expired or never logged).
+        ``marker``: the decision's marker when at hand (else read). Returns False when the
+        decision's marker is unknown (expired or never logged).
         """
-        raw = await self.store.get_decision(decision_id)
-        if raw is None:
-            return False
-        m = decode_marker(raw)
-        if event == "converted" and m.offer and m.known and m.unit:
-            await self.store.add_purchase(m.unit, m.offer)
-        policy = self.policy.contact_policy
-        if (
-            event == "delivered"
-            and policy.count_on == "delivered"
-            and m.unit
-            and m.channel in policy.capped_channels
-        ):
-            await self.store.reserve_contact(m.unit, m.channel, at, decision_id)
+        if marker is None:
+            marker = await self.store.get_decision(decision_id)
+            if marker is None:
+                return False
+        m = decode_marker(marker)
+        if self.has_effects(event, m):
+            await self._apply(decision_id, event, at, m)
         return True
+
+    async def _apply(self, decision_id: str, event: str, at: float, m: DecisionMarker) -> None:
+        assert m.unit is not None
+        if event == "converted":
+            assert m.offer is not None
+            await self.store.add_purchase(m.unit, m.offer, decision_id)
+        elif m.channel is not None:
+            await self.store.count_contact(m.unit, m.channel, at, decision_id)

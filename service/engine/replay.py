@@ -23,14 +23,16 @@ async def replay_once(engine: DecisionEngine) -> int:
         if kind == "decision":
             await store.append_decision(id_, payload, extra)  # idempotent by decision id
             return True
+        # an outcome ("effects": one the log took before its effects failed, as spooled by
+        # earlier versions): appended once, its effects completed once, whichever attempt
+        # got through before (a stalled write may have landed after the service gave up)
         event = (extra or b"").decode()
-        at = decode_feedback(payload).ts
-        if kind == "effects":  # an accepted outcome whose consequences were not applied yet
-            return await engine.apply_feedback_effects(id_, event, at)
-        status = await store.append_feedback(id_, event, payload)  # idempotent
-        if status == 1 and event in EFFECT_EVENTS:
-            await engine.apply_feedback_effects(id_, event, at)
-        return bool(status != 0)  # 0: no such decision (yet)
+        status, marker = await store.append_feedback(id_, event, payload)  # idempotent
+        if status == 0:
+            return False  # no such decision (yet)
+        if event in EFFECT_EVENTS:
+            await engine.outcomes.apply_effects(id_, event, decode_feedback(payload).ts, marker)
+        return True
 
     result = await engine.spool.replay(send)
     if result.dropped:  # accepted while Redis was down, but their decision never appeared

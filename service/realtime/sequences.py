@@ -122,11 +122,14 @@ def member(unit: str, sequence: str, instance: str, step: int, attempt: int = 0)
 
 
 # KEYS: instance, timers. ARGV: instance id, trigger ts, due, member, restart (0/1), ttl.
-# Returns 1 started, 2 first step moved (restart), 0 already running.
+# Returns 1 started, 2 first step moved (restart), 0 already running (or the trigger is older
+# than the last one: a retried event does not move the wait back).
 TRIGGER_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'instance')
 if cur then
-  if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'step') == '0' then
+  local prev = tonumber(redis.call('HGET', KEYS[1], 'last_trigger_ts') or '0')
+  if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'step') == '0'
+     and tonumber(ARGV[2]) >= prev then
     local old = redis.call('HGET', KEYS[1], 'timer')
     local new = string.gsub(ARGV[4], ARGV[1], cur, 1)
     redis.call('ZREM', KEYS[2], old)
@@ -234,8 +237,15 @@ class Scheduler:
         self._advance = client.register_script(ADVANCE_LUA)
 
     # ------------------------------------------------------------ event hooks
+    def follows(self, event_type: str) -> bool:
+        """Does an event of this type start or end a sequence? (pure)"""
+        return bool(self.config.triggered_by(event_type) or self.config.ended_by(event_type))
+
     async def on_event(self, unit: str, event_type: str, ts: float) -> None:
-        """Start sequences this event triggers; end those it exits (for a known customer)."""
+        """Start sequences this event triggers; end those it exits (for a known customer).
+
+        Idempotent for one event (same ``ts``): a second call finds the instance it started
+        (the first step keeps its due time) or ended."""
         for name in self.config.ended_by(event_type):
             await self._cancel(keys=[instance_key(name, unit), TIMERS, LEASES], args=[ts])
         for name in self.config.triggered_by(event_type):

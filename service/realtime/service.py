@@ -96,27 +96,34 @@ class Realtime:
             if not (ev.customer_id and ev.anonymous_id):
                 return rejected("identify needs customer_id and anonymous_id")
             status = await self.store.identify(ev.anonymous_id, ev.customer_id, ev.event_id, ts)
-            if status != "duplicate" and self.scheduler is not None:
-                # an anonymous cart becomes the customer's: it can start a sequence now
-                rt = await self.store.read(ev.customer_id)
-                feats = rt.features or {}
-                if feats.get("cart_items_rt", 0.0) > 0:
-                    await self.scheduler.on_event(
-                        ev.customer_id, "cart_add", feats.get("last_cart_add_ts", ts)
-                    )
+            if status != "duplicate":
+                if self.scheduler is not None:
+                    # an anonymous cart becomes the customer's: it can start a sequence now
+                    rt = await self.store.read(ev.customer_id)
+                    feats = rt.features or {}
+                    if feats.get("cart_items_rt", 0.0) > 0:
+                        await self.scheduler.on_event(
+                            ev.customer_id, "cart_add", feats.get("last_cart_add_ts", ts)
+                        )
+                await self.store.finish(ev.customer_id, ev.event_id)
             return EventResult(event_id=ev.event_id, status=status)  # type: ignore[arg-type]
         known = ev.customer_id
         if known is None and ev.anonymous_id is not None:
             known = await self.store.resolve(ev.anonymous_id)
         unit = known or ev.anonymous_id or ""
+        # an event that starts or ends sequences is done once they are: if this attempt fails
+        # in between (503), the caller's retry completes them instead of meeting "duplicate"
+        sequences = bool(known) and self.scheduler is not None and self.scheduler.follows(ev.type)
         res = await self.store.apply(
-            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.quantity
+            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.quantity, sequences
         )
-        # a late purchase still ends sequences that started before it; other late events
-        # (order-sensitive) do not start one
-        started = res.status == "applied" or (res.status == "late" and ev.type == "purchase")
-        if started and known and self.scheduler is not None:
-            await self.scheduler.on_event(known, ev.type, ts)
+        if sequences and res.status != "duplicate":
+            assert known is not None and self.scheduler is not None
+            # a late purchase still ends sequences that started before it; other late events
+            # (order-sensitive) do not start one
+            if res.status == "applied" or ev.type == "purchase":
+                await self.scheduler.on_event(known, ev.type, ts)
+            await self.store.finish(unit, ev.event_id)
         return EventResult(event_id=ev.event_id, status=res.status)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------- decisions

@@ -7,7 +7,7 @@ Redis Cluster):
 | key | type | content |
 |---|---|---|
 | ``nb:{u}:rt`` | hash | ``last_ts`` (last order-sensitive event applied), ``row_us`` (feature row time), ``last_*_ts`` |
-| ``nb:{u}:ev:<event_id>`` | string | idempotency marker (``SET NX``, TTL ``marker_ttl_s``) |
+| ``nb:{u}:ev:<event_id>`` | string | idempotency marker (TTL ``marker_ttl_s``): ``applied``/``late`` until the event's effects are complete, then ``done`` |
 | ``nb:{u}:cart`` | hash | ``q:<offer>`` quantity and ``v:<offer>`` value of the open cart |
 | ``nb:{u}:rt:views`` / ``:purchases`` / ``:opens`` | sorted sets | event ids by time (windows, pruned at 24 h) |
 | ``nb:{u}:purchased`` | set | offers bought (also fed by `converted` feedback); excluded from offers |
@@ -22,6 +22,12 @@ late ``purchase`` does not empty it). Equal timestamps apply in arrival order.
 
 Every call returns the unit's feature row, written to Feast's layout by
 :class:`service.realtime.features.FeastRowWriter` with a strictly increasing row time.
+
+**Retries.** An event is applied once. What follows it outside this store (its feature row,
+the sequences it starts or ends) may fail after the state took it (a 503 to the caller, who
+retries the batch): so a retry writes the row again when it is missing, and an event whose
+caller has more to do (``pending``) stays ``applied``/``late`` until :meth:`RealtimeStore.
+finish`, so that a retry completes those effects instead of meeting ``duplicate``.
 """
 
 from __future__ import annotations
@@ -49,74 +55,89 @@ __all__ = ["ApplyResult", "RealtimeState", "RealtimeStore"]
 
 # KEYS: 1 state, 2 marker, 3 cart, 4 views, 5 purchases, 6 opens, 7 purchased
 # ARGV: 1 type, 2 ts (epoch s), 3 offer, 4 value, 5 quantity, 6 event id, 7 marker ttl,
-#       8 state ttl, 9 merge payload (JSON, type 'merge' only)
-# Returns {'duplicate'} or {status, row_us, <contracts.features.REALTIME names in order>} (strings).
+#       8 state ttl, 9 merge payload (JSON, type 'merge' only), 10 '1' when the caller has
+#       effects to complete after this script (the marker then holds the status until
+#       RealtimeStore.finish marks it 'done')
+# Returns {status, row_us, <contracts.features.REALTIME names in order>} (strings). status:
+# 'applied' / 'late' (applied now, or before but its effects may not be: the caller
+# completes them), 'duplicate' (applied and completed before). Only a fresh event changes
+# state; otherwise the row is the stored one (row_us '0' when there is none).
 APPLY_LUA = """
 local typ = ARGV[1]
 local ts = tonumber(ARGV[2])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[7])) == false then
-  return {'duplicate'}
-end
 local st = KEYS[1]
-local last = tonumber(redis.call('HGET', st, 'last_ts') or '-1e18')
-local late = ts < last and typ ~= 'merge'
-local offer, value, qty, eid = ARGV[3], tonumber(ARGV[4]) or 0, tonumber(ARGV[5]) or 1, ARGV[6]
+local mark = redis.call('GET', KEYS[2])
 local lpt = tonumber(redis.call('HGET', st, 'last_purchase_ts') or '0')
 local lca = tonumber(redis.call('HGET', st, 'last_cart_add_ts') or '0')
 local lev = tonumber(redis.call('HGET', st, 'last_event_ts') or '0')
-if ts > lev then lev = ts end
-if typ == 'page_view' then
-  redis.call('ZADD', KEYS[4], ts, eid)
-elseif typ == 'message_open' then
-  redis.call('ZADD', KEYS[6], ts, eid)
-elseif typ == 'purchase' then
-  redis.call('ZADD', KEYS[5], ts, eid)
-  if offer ~= '' then
-    redis.call('SADD', KEYS[7], offer)
-    redis.call('EXPIRE', KEYS[7], 31536000)
-  end
-  if ts > lpt then lpt = ts end
-elseif typ == 'merge' then
-  local m = cjson.decode(ARGV[9])
-  for i = 1, #m.cart, 2 do
-    local f, amount = m.cart[i], tonumber(m.cart[i + 1])
-    if string.sub(f, 1, 2) == 'q:' then
-      redis.call('HINCRBY', KEYS[3], f, amount)
-    else
-      redis.call('HINCRBYFLOAT', KEYS[3], f, amount)
-    end
-  end
-  for _, o in ipairs(m.purchased) do redis.call('SADD', KEYS[7], o) end
-  if #m.purchased > 0 then redis.call('EXPIRE', KEYS[7], 31536000) end
-  local zs = {m.views, m.purchases, m.opens}
-  for k = 1, 3 do
-    for i = 1, #zs[k], 2 do redis.call('ZADD', KEYS[3 + k], zs[k][i + 1], zs[k][i]) end
-  end
-  if m.lpt > lpt then lpt = m.lpt end
-  if m.lca > lca then lca = m.lca end
-  if m.lev > lev then lev = m.lev end
-end
-if not late and typ ~= 'merge' then
-  redis.call('HSET', st, 'last_ts', ARGV[2])
-  if typ == 'cart_add' then
-    redis.call('HINCRBY', KEYS[3], 'q:' .. offer, qty)
-    redis.call('HINCRBYFLOAT', KEYS[3], 'v:' .. offer, value)
-    lca = ts
-  elseif typ == 'cart_remove' then
-    local q = tonumber(redis.call('HGET', KEYS[3], 'q:' .. offer) or '0')
-    local v = tonumber(redis.call('HGET', KEYS[3], 'v:' .. offer) or '0')
-    if q <= qty then
-      redis.call('HDEL', KEYS[3], 'q:' .. offer, 'v:' .. offer)
-    else
-      redis.call('HSET', KEYS[3], 'q:' .. offer, q - qty,
-                 'v:' .. offer, string.format('%.17g', v * (q - qty) / q))
-    end
+local status, asof, row
+if mark then
+  if mark == 'applied' or mark == 'late' then status = mark else status = 'duplicate' end
+  row = tonumber(redis.call('HGET', st, 'row_us') or '0')
+  asof = row / 1000000
+else
+  local last = tonumber(redis.call('HGET', st, 'last_ts') or '-1e18')
+  local late = ts < last and typ ~= 'merge'
+  local offer, value, qty, eid = ARGV[3], tonumber(ARGV[4]) or 0, tonumber(ARGV[5]) or 1, ARGV[6]
+  if ts > lev then lev = ts end
+  if typ == 'page_view' then
+    redis.call('ZADD', KEYS[4], ts, eid)
+  elseif typ == 'message_open' then
+    redis.call('ZADD', KEYS[6], ts, eid)
   elseif typ == 'purchase' then
-    redis.call('DEL', KEYS[3])
+    redis.call('ZADD', KEYS[5], ts, eid)
+    if offer ~= '' then
+      redis.call('SADD', KEYS[7], offer)
+      redis.call('EXPIRE', KEYS[7], 31536000)
+    end
+    if ts > lpt then lpt = ts end
+  elseif typ == 'merge' then
+    local m = cjson.decode(ARGV[9])
+    for i = 1, #m.cart, 2 do
+      local f, amount = m.cart[i], tonumber(m.cart[i + 1])
+      if string.sub(f, 1, 2) == 'q:' then
+        redis.call('HINCRBY', KEYS[3], f, amount)
+      else
+        redis.call('HINCRBYFLOAT', KEYS[3], f, amount)
+      end
+    end
+    for _, o in ipairs(m.purchased) do redis.call('SADD', KEYS[7], o) end
+    if #m.purchased > 0 then redis.call('EXPIRE', KEYS[7], 31536000) end
+    local zs = {m.views, m.purchases, m.opens}
+    for k = 1, 3 do
+      for i = 1, #zs[k], 2 do redis.call('ZADD', KEYS[3 + k], zs[k][i + 1], zs[k][i]) end
+    end
+    if m.lpt > lpt then lpt = m.lpt end
+    if m.lca > lca then lca = m.lca end
+    if m.lev > lev then lev = m.lev end
   end
+  if not late and typ ~= 'merge' then
+    redis.call('HSET', st, 'last_ts', ARGV[2])
+    if typ == 'cart_add' then
+      redis.call('HINCRBY', KEYS[3], 'q:' .. offer, qty)
+      redis.call('HINCRBYFLOAT', KEYS[3], 'v:' .. offer, value)
+      lca = ts
+    elseif typ == 'cart_remove' then
+      local q = tonumber(redis.call('HGET', KEYS[3], 'q:' .. offer) or '0')
+      local v = tonumber(redis.call('HGET', KEYS[3], 'v:' .. offer) or '0')
+      if q <= qty then
+        redis.call('HDEL', KEYS[3], 'q:' .. offer, 'v:' .. offer)
+      else
+        redis.call('HSET', KEYS[3], 'q:' .. offer, q - qty,
+                   'v:' .. offer, string.format('%.17g', v * (q - qty) / q))
+      end
+    elseif typ == 'purchase' then
+      redis.call('DEL', KEYS[3])
+    end
+  end
+  status = 'applied'
+  if late then status = 'late' end
+  local done = 'done'
+  if ARGV[10] == '1' then done = status end
+  redis.call('SET', KEYS[2], done, 'EX', tonumber(ARGV[7]))
+  asof = ts
+  if last > asof then asof = last end
 end
-local asof = ts
-if last > asof then asof = last end
 local items, cart_value = 0, 0.0
 local cart = redis.call('HGETALL', KEYS[3])
 for i = 1, #cart, 2 do
@@ -124,21 +145,23 @@ for i = 1, #cart, 2 do
   else cart_value = cart_value + tonumber(cart[i + 1]) end
 end
 local horizon = asof - 86400
-for k = 4, 6 do redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. horizon) end
+if not mark then
+  for k = 4, 6 do redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. horizon) end
+end
 local views = redis.call('ZCOUNT', KEYS[4], '(' .. (asof - 3600), '+inf')
 local purchases = redis.call('ZCOUNT', KEYS[5], '(' .. (asof - 3600), '+inf')
 local opens = redis.call('ZCOUNT', KEYS[6], '(' .. horizon, '+inf')
-local row = math.floor(asof * 1000000)
-local prev = tonumber(redis.call('HGET', st, 'row_us') or '0')
-if row <= prev then row = prev + 1 end
-redis.call('HSET', st, 'row_us', string.format('%.0f', row),
-           'last_purchase_ts', string.format('%.17g', lpt),
-           'last_cart_add_ts', string.format('%.17g', lca),
-           'last_event_ts', string.format('%.17g', lev))
-local ttl = tonumber(ARGV[8])
-for k = 1, 6 do if k ~= 2 then redis.call('EXPIRE', KEYS[k], ttl) end end
-local status = 'applied'
-if late then status = 'late' end
+if not mark then
+  row = math.floor(asof * 1000000)
+  local prev = tonumber(redis.call('HGET', st, 'row_us') or '0')
+  if row <= prev then row = prev + 1 end
+  redis.call('HSET', st, 'row_us', string.format('%.0f', row),
+             'last_purchase_ts', string.format('%.17g', lpt),
+             'last_cart_add_ts', string.format('%.17g', lca),
+             'last_event_ts', string.format('%.17g', lev))
+  local ttl = tonumber(ARGV[8])
+  for k = 1, 6 do if k ~= 2 then redis.call('EXPIRE', KEYS[k], ttl) end end
+end
 return {status, string.format('%.0f', row), tostring(items), string.format('%.17g', cart_value),
         string.format('%.0f', math.floor(lca)), string.format('%.0f', math.floor(lpt)),
         tostring(purchases), tostring(views), tostring(opens), string.format('%.0f', math.floor(lev))}
@@ -193,17 +216,19 @@ class RealtimeStore:
         self.link_ttl_s = link_ttl_s
         self._apply = client.register_script(APPLY_LUA)
 
-    async def _run(self, unit: str, event_id: str, args: list[Any]) -> ApplyResult:
+    async def _run(
+        self, unit: str, event_id: str, args: list[Any], pending: bool, merge: str = ""
+    ) -> ApplyResult:
         out = await self._apply(
             keys=_keys(unit, event_id),
-            args=[*args[:5], event_id, self.marker_ttl_s, self.state_ttl_s, *args[5:]],
+            args=[*args, event_id, self.marker_ttl_s, self.state_ttl_s, merge, int(pending)],
         )
         status = _s(out[0])
-        if status == "duplicate":
-            return ApplyResult(status)
         row_us = int(_s(out[1]))
         feats = {n: float(_s(v)) for n, v in zip(REALTIME.names, out[2:], strict=True)}
-        written = await self.writer.write(unit, feats, row_us)
+        # also for an event seen before: the attempt that applied it may have failed before
+        # the row was written (Feast's rule skips a row that is there already)
+        written = await self.writer.write(unit, feats, row_us) if row_us > 0 else False
         return ApplyResult(status, row_us, feats, written)
 
     async def apply(
@@ -215,11 +240,21 @@ class RealtimeStore:
         offer_id: str | None = None,
         value: float | None = None,
         quantity: int = 1,
+        pending: bool = False,
     ) -> ApplyResult:
-        """Apply one event (idempotent by event id) and write the unit's feature row."""
+        """Apply one event (idempotent by event id) and write the unit's feature row.
+
+        ``pending``: the caller has effects to complete after this (sequences to start or
+        end): until it calls :meth:`finish`, the event is not done, and a retry gets its
+        status again (not ``duplicate``) so that it completes them.
+        """
         return await self._run(
-            unit, event_id, [type_, repr(ts), offer_id or "", repr(value or 0.0), quantity]
+            unit, event_id, [type_, repr(ts), offer_id or "", repr(value or 0.0), quantity], pending
         )
+
+    async def finish(self, unit: str, event_id: str) -> None:
+        """The event's effects are complete: from now on a retry of it is a duplicate."""
+        await self.client.set(event_marker_key(unit, event_id), "done", xx=True, keepttl=True)
 
     async def resolve(self, anonymous_id: str) -> str | None:
         cid = await self.client.get(link_key(anonymous_id))
@@ -229,7 +264,9 @@ class RealtimeStore:
         """Link both ways and merge the anonymous state into the customer's (idempotent).
 
         Cart, windows, purchases and contacts move to the customer; later events and
-        decisions for the anonymous id resolve to the customer. The latest link wins.
+        decisions for the anonymous id resolve to the customer. The latest link wins. The
+        event is done when the caller calls :meth:`finish` (a retry before that completes
+        the move, merging nothing twice).
         """
         a = anonymous_id
         async with self.client.pipeline(transaction=False) as pipe:
@@ -261,7 +298,7 @@ class RealtimeStore:
             "lev": float(_s(stamps[2] or b"0")),
         }
         res = await self._run(
-            customer_id, event_id, ["merge", repr(ts), "", "0", 1, json.dumps(payload)]
+            customer_id, event_id, ["merge", repr(ts), "", "0", 1], True, json.dumps(payload)
         )
         if res.status == "duplicate":
             return res.status

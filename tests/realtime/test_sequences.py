@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from contracts.keys import contacts_key, decision_stream
 from contracts.records import ActionRecord, encode
 from service.delivery import DeliveryWorker
 from service.domain.config import load_policy
+from service.realtime.schemas import EventIn, EventsRequest
 from service.realtime.sequences import (
     CLAIM_LUA,
     LEASES,
@@ -161,6 +162,45 @@ async def test_survives_a_restart_between_steps_and_a_crash_mid_step(
     out = mine(await fresh.run_due(T0 + 26 * H + 121), uid)  # lease expired: runs once
     assert [(o.outcome, o.step) for o in out] == [("fired", 1)]
     await c2.aclose()
+
+
+async def test_a_retried_event_completes_the_sequences_its_first_attempt_did_not(
+    r: aioredis.Redis, uid: str, clean_timers: None
+) -> None:
+    """The first attempt of each event got as far as the state (then failed: a 503); the
+    caller's retry starts or ends the sequence without applying the event twice."""
+    rt, _ = make(r, RecordingDecide())
+    key = instance_key("abandoned_cart", uid)
+
+    def batch(eid: str, type_: str, ts: float, **kw: str) -> EventsRequest:
+        when = datetime.fromtimestamp(ts, UTC)
+        return EventsRequest(events=[EventIn(event_id=eid, type=type_, timestamp=when, **kw)])
+
+    await rt.store.apply(uid, "e1", "cart_add", T0, "OFF002", 10.0, pending=True)
+    assert not await r.exists(key)
+    out = await rt.ingest(batch("e1", "cart_add", T0, customer_id=uid, offer_id="OFF002"))
+    assert out.results[0].status == "applied" and await r.exists(key)
+    assert (await rt.store.read(uid)).cart == {"OFF002": 1}  # not added twice
+    started = await r.hgetall(key)
+    again = await rt.ingest(batch("e1", "cart_add", T0, customer_id=uid, offer_id="OFF002"))
+    assert again.results[0].status == "duplicate" and await r.hgetall(key) == started
+
+    await rt.store.apply(uid, "e2", "purchase", T0 + 60, "OFF002", 10.0, pending=True)
+    assert await r.exists(key)
+    out = await rt.ingest(batch("e2", "purchase", T0 + 60, customer_id=uid, offer_id="OFF002"))
+    assert out.results[0].status == "applied" and not await r.exists(key)
+
+    # identify: the anonymous cart was merged, the attempt failed before the rest
+    anon = f"{uid}-anon"
+    await rt.ingest(batch("a1", "cart_add", T0 + 120, anonymous_id=anon, offer_id="OFF003"))
+    await rt.store.identify(anon, f"{uid}c", "i1", T0 + 180)
+    assert not await r.exists(instance_key("abandoned_cart", f"{uid}c"))
+    out = await rt.ingest(
+        batch("i1", "identify", T0 + 180, anonymous_id=anon, customer_id=f"{uid}c")
+    )
+    assert out.results[0].status == "applied"
+    assert await r.exists(instance_key("abandoned_cart", f"{uid}c"))
+    assert (await rt.store.read(f"{uid}c")).cart == {"OFF003": 1}  # merged once
 
 
 async def test_two_schedulers_never_fire_the_same_step(

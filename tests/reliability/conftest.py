@@ -7,11 +7,16 @@ port, with an append-only file fsync'ed on every write so a restart keeps what i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from contracts.settings import Settings
 from loadtests.faults import RedisProcess, free_port
@@ -25,8 +30,12 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A started redis-server on a free port; stopped (or killed) at the end."""
-    rp = RedisProcess(tmp_path / "redis")
+    """A started redis-server on a free port; stopped (or killed) at the end.
+
+    ``DEBUG`` is enabled for local clients when the binary supports it (Redis 7+): a test
+    stalls the server with ``DEBUG SLEEP`` (see :func:`stall`).
+    """
+    rp = RedisProcess(tmp_path / "redis", debug=True)
     rp.dir.mkdir()
     rp.start()
     try:
@@ -55,3 +64,31 @@ def settings_for(redis_url: str, bundle: Path, spool: Path, **env: object) -> Se
     }
     base.update(env)
     return make_settings(**base)
+
+
+@contextlib.contextmanager
+def stall(rp: RedisProcess, seconds: float) -> Iterator[None]:
+    """Redis stalls for ``seconds`` (``DEBUG SLEEP``: it takes no command, and runs what it
+    was sent meanwhile afterwards); the block runs during the stall, which is over on exit."""
+    if not rp.debug:
+        if os.environ.get("NEXTBEST_REQUIRE_REDIS") == "1":
+            pytest.fail("this redis-server cannot stall (DEBUG needs Redis 7+)")
+        pytest.skip("this redis-server cannot stall (DEBUG needs Redis 7+)")
+    client = redis.Redis.from_url(rp.url, socket_timeout=seconds + 10)
+    sleeper = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", seconds))
+    started = time.monotonic()
+    sleeper.start()
+    probe = redis.Redis.from_url(rp.url, socket_timeout=0.05)
+    while True:  # the block starts once the server has stopped answering
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            break
+        time.sleep(0.005)
+    probe.close()
+    try:
+        yield
+        assert time.monotonic() - started < seconds, "the block outlasted the stall"
+    finally:
+        sleeper.join()
+        client.close()

@@ -173,12 +173,12 @@ async def test_outcome_effects_survive_a_failure_after_the_append(
     async with AsyncTestClient(app=app) as c:
         engine = app.state.engine
         d = await decide(c, customer_id="C0000009", context={"placement": "home_banner"})
-        real = engine.store.get_decision
+        real = engine.store.add_purchase
 
-        async def broken(_: str) -> bytes | None:
+        async def broken(*_: Any) -> bool:
             raise redis.ConnectionError("gone right after the append")
 
-        engine.store.get_decision = broken
+        engine.store.add_purchase = broken
         fb = await c.post(
             "/feedback",
             json={"decision_id": d["decision_id"], "event": "converted", "value": 5.0},
@@ -186,17 +186,18 @@ async def test_outcome_effects_survive_a_failure_after_the_append(
         )
         assert fb.status_code == 200 and fb.json()["status"] == "accepted"
         assert engine.spool.pending() == 1
-        engine.store.get_decision = real
+        engine.store.add_purchase = real
         await wait_until(lambda: _no_pending(app))
         r = redis.Redis.from_url(own_redis.url)
         assert r.smembers(purchased_key("C0000009")) == {d["action"]["offer_id"].encode()}
 
 
-async def test_feedback_racing_the_replay_of_its_decision_is_spooled_not_refused(
+async def test_feedback_racing_the_replay_of_its_decision_is_taken_not_refused(
     model_bundle: Path, own_redis: RedisProcess, tmp_path: Path
 ) -> None:
     """A decision spooled while Redis failed; its feedback asks Redis just before the replay
-    lands the decision and forgets it: the feedback is queued (200), never a 404."""
+    lands the decision and takes it out of the spool: the feedback asks again and is
+    accepted (200), never a 404."""
     from service.engine.replay import replay_once as _replay_once
 
     app = create_app(settings_for(own_redis.url, model_bundle, tmp_path / "spool"))
@@ -215,21 +216,23 @@ async def test_feedback_racing_the_replay_of_its_decision_is_spooled_not_refused
         engine.breaker.success()  # Redis answers again (the replay loop would close it)
         seen: list[int] = []
 
-        async def racing(decision_id: str, event: str, payload: bytes) -> int:
-            status = await real_feedback(decision_id, event, payload)
+        async def racing(decision_id: str, event: str, payload: bytes) -> tuple[int, Any]:
+            status, marker = await real_feedback(decision_id, event, payload)
             seen.append(status)
             await _replay_once(engine)  # the replay lands the decision meanwhile
-            return status
+            return status, marker
 
         engine.store.append_feedback = racing
         fb = await c.post(
             "/feedback", json={"decision_id": d["decision_id"], "event": "clicked"}, headers=AUTH
         )
-        assert seen == [0]  # Redis did not know the decision when the feedback asked
+        # Redis did not know the decision when the feedback asked, and the spool no longer
+        # held it when the feedback looked there: it asked Redis again
+        assert seen == [0, 1]
         assert fb.status_code == 200, fb.text
-        assert fb.json()["status"] == "spooled"
+        assert fb.json()["status"] == "accepted"
         engine.store.append_feedback = real_feedback
-        del engine.spool.has_pending  # the background loop replays the queued feedback
+        del engine.spool.has_pending  # the background loop is back (nothing left to replay)
         await wait_until(lambda: _no_pending(app))
         r = redis.Redis.from_url(own_redis.url)
         assert [(x.decision_id, x.event) for x in read_feedback(r)] == [

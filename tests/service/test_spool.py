@@ -96,6 +96,49 @@ class TestReplay:
         assert seen == [(payload, b"\x00summary")]
 
 
+class TestWhichDecisionsItHolds:
+    """Feedback for a spooled decision waits for it: every process of the host must know
+    which decisions the spool holds, also after a restart, until they are in Redis."""
+
+    def test_every_process_knows_until_the_replay_lands_them(self, tmp_path: Path) -> None:
+        a, b = Spool(tmp_path), Spool(tmp_path)
+        b.path = tmp_path / "spool-999999.jsonl"  # another worker process of the host
+        a.append("decision", "d1", b"1", None)
+        b.append("decision", "d2", b"2", None)
+        b.append("feedback", "d9", b"f", b"opened")  # feedback is not a decision
+        restarted = Spool(tmp_path)
+        for s in (a, b, restarted):
+            assert s.holds_decision("d1") and s.holds_decision("d2")
+            assert not s.holds_decision("d9") and not s.holds_decision("unknown")
+        with pytest.raises(ConnectionError):
+            replay(restarted, Sink(fail_after=1))  # one decision landed, then Redis went away
+        landed = "d1" if not a.holds_decision("d1") else "d2"
+        kept = {"d1", "d2"} - {landed}
+        assert [s.holds_decision(i) for s in (a, b) for i in sorted(kept)] == [True, True]
+        replay(a, Sink())
+        assert not any(s.holds_decision(i) for s in (a, b, restarted) for i in ("d1", "d2"))
+
+    def test_it_is_derived_from_the_files_again_when_a_process_opens_the_spool(
+        self, tmp_path: Path
+    ) -> None:
+        s = Spool(tmp_path)
+        s.append("decision", "d1", b"1", None)
+        s._index.execute("INSERT INTO decisions VALUES ('stale')")  # e.g. a crash mid-replay
+        s.close()
+        assert Spool(tmp_path).holds_decision("stale") is False
+        for f in tmp_path.glob("spool.decisions.sqlite3*"):
+            f.unlink()  # lost (a power loss, a cleanup): the files still say what is held
+        assert Spool(tmp_path).holds_decision("d1")
+        (tmp_path / "spool.decisions.sqlite3").write_bytes(b"not a database at all" * 100)
+        assert Spool(tmp_path).holds_decision("d1")
+
+    def test_a_spooled_record_does_not_depend_on_the_index(self, tmp_path: Path) -> None:
+        s = Spool(tmp_path)
+        s.close()  # a shutdown while a request still spools its decision
+        s.append("decision", "d2", b"2", None)  # durable all the same
+        assert Spool(tmp_path).holds_decision("d2")
+
+
 def test_appends_racing_a_replayer_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
     """Four writers (each its own spool file, like worker processes) append while a fifth
     replays in a loop; every acknowledged record must be sent exactly once."""
@@ -131,3 +174,4 @@ def test_appends_racing_a_replayer_lose_nothing_and_duplicate_nothing(tmp_path: 
     ids = [i for _, i, _ in sink.sent]
     assert len(ids) == len(set(ids)) == 4 * per_writer
     assert not replayer.has_pending()
+    assert not [i for i in ids if writers[0].holds_decision(i)]  # all landed, none held
