@@ -54,6 +54,10 @@ _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 
 
+#: the stdlib decoder, built once, for the one thing msgspec does not report: repeated keys
+_PAIRS = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def _field(message: str) -> str:
     """The dotted path of the field a msgspec error names (``requests[9].context.placement``).
 
@@ -91,8 +95,8 @@ def decode_body(body: bytes, content_type: str, type_: Any) -> Any:
         raise InvalidBody("body", f"not valid UTF-8 at byte {exc.start}") from exc
     except (RecursionError, ValueError) as exc:  # anything else the decoder refuses
         raise InvalidBody("body", f"not a valid body: {type(exc).__name__}") from exc
-    # valid and bounded by the type now: a second, cheap pass only to see duplicate keys
-    json.loads(body, object_pairs_hook=_unique_keys)
+    # valid UTF-8 and bounded by the type now: a second, cheap pass only to see repeated keys
+    _PAIRS.decode(body.decode())
     return value
 
 
