@@ -28,11 +28,14 @@ __all__ = [
     "Readiness",
 ]
 
+# Patterns end in ``$(?!\n)``: the end of the string in Python's regex (msgspec) as in JSON
+# Schema's; a bare ``$`` lets Python accept one trailing newline that the schema refuses.
+
 #: a channel name (the deployment's channels come from its vocabulary; the engine checks them)
 Channel = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        pattern=r"^[a-z][a-z0-9_]{0,31}$(?!\n)",
         max_length=32,
         description="a channel of the deployment's vocabulary",
         examples=["email"],
@@ -43,7 +46,7 @@ Id = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_.:@\-]+$",
+        pattern=r"^[A-Za-z0-9_.:@\-]+$(?!\n)",
         description="an identifier: letters, digits and _ . : @ -",
         examples=["C0000042"],
     ),

@@ -151,16 +151,17 @@ def _experiments(policy: PolicyConfig, base: dict[str, Any]) -> dict[str, Any]:
         names: list[Any] = [name]
         if name == exps.default:
             names.append(None)  # no name: the default experiment
-        variants.append(
-            {
-                "type": "object",
-                "properties": {
-                    "name": {"enum": names},
-                    "arm": {"enum": [*(a.name for a in exp.arms), HOLDOUT, None]},
-                },
-                "additionalProperties": False,
-            }
-        )
+        variant: dict[str, Any] = {
+            "type": "object",
+            "properties": {
+                "name": {"enum": names},
+                "arm": {"enum": [*(a.name for a in exp.arms), HOLDOUT, None]},
+            },
+            "additionalProperties": False,
+        }
+        if name != exps.default:  # another experiment's arm needs its name
+            variant["required"] = ["name"]
+        variants.append(variant)
     if exps.default is None:  # no experiment at all: only the holdout can be asked for
         variants.append(
             {

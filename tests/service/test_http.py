@@ -263,6 +263,7 @@ class TestBadInput:
         ("body", "status", "field"),
         [
             ({"context": {"placement": "campaign"}, "customer_id": 5}, 400, "customer_id"),
+            ({"context": {"placement": "campaign"}, "customer_id": "C1\n"}, 400, "customer_id"),
             ({"context": {"placement": "campaign"}, "customer_id": "C1", "bogus": 1}, 400, "bogus"),
             ({"customer_id": "C1"}, 400, "context"),
             (

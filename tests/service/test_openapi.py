@@ -117,6 +117,8 @@ async def test_configuration_is_in_the_schema(doc: dict[str, Any], settings: Set
         {"candidates": ["OFF001", "OFF002"], "channels": ["web"]},
         {"experiment": {"name": "nba", "arm": "explore"}},
         {"experiment": {"arm": "holdout"}},
+        {"experiment": {"arm": "explore"}},
+        {"experiment": {"name": "send_time", "arm": "fixed_10am"}},
         {"now": "2026-11-16T09:00:00+01:00"},
     ):
         assert v.is_valid({**base, **ok}), ok
@@ -127,6 +129,7 @@ async def test_configuration_is_in_the_schema(doc: dict[str, Any], settings: Set
         {"candidates": ["OFF001", "OFF001"]},
         {"channels": ["fax"]},
         {"experiment": {"name": "nba", "arm": "fixed_10am"}},  # an arm of send_time
+        {"experiment": {"arm": "fixed_10am"}},  # no name: the default experiment (nba)
         {"now": "0001-01-01T00:00:00Z"},
         {"now": "2026-11-16T09:00:00"},  # no UTC offset
     ):
