@@ -55,8 +55,13 @@ OfferId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, description="an offer id", examples=["OFF001"])
 ]
 #: what the decoder accepts of RFC 3339: a UTC offset, no leap second, no year 0000
+_HH_MM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
 _AFTER_YEAR = (
-    r"-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"
+    + _HH_MM
+    + r":[0-5][0-9](\.[0-9]+)?([Zz]|[+-]"
+    + _HH_MM
+    + r")$"
 )
 INSTANT_PATTERN = r"^(?!0000)[0-9]{4}" + _AFTER_YEAR
 #: ``now``: as :data:`INSTANT_PATTERN`, in the years :data:`NOW_YEARS` (20xx)
