@@ -25,6 +25,8 @@ decision's marker, its feedback markers and the streams it is appended to share 
 | ``nb:actions`` | stream | scheduler | actions for the delivery worker |
 | ``nb:delivered:{<action_id>}`` | string | delivery worker | delivery idempotency marker |
 | ``nb:log:sequences`` | stream | scheduler | one record per sequence step outcome |
+| ``nb:rl:{key:<digest>}`` | hash | API guard | token bucket of one API key (``tokens``, ``ts``) |
+| ``nb:rl:{auth:<client>}`` | hash | API guard | token bucket of one client's failed authentications |
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "SEQUENCE_LOG",
     "SEQUENCE_TAG",
     "aliases_key",
+    "auth_failures_key",
     "cart_key",
     "contacts_key",
     "decision_key",
@@ -50,6 +53,7 @@ __all__ = [
     "feedback_streams",
     "link_key",
     "purchased_key",
+    "rate_limit_key",
     "realtime_state_key",
     "realtime_window_key",
     "sequence_instance_key",
@@ -140,6 +144,17 @@ def decision_streams() -> list[str]:
 
 def feedback_streams() -> list[str]:
     return [f"nb:log:feedback:{{nb{s:02d}}}" for s in range(LOG_SHARDS)]
+
+
+# ------------------------------------------------------------- rate limits
+def rate_limit_key(key_digest: str) -> str:
+    """The token bucket of one API key (``key_digest``: its SHA-256, never the key)."""
+    return f"nb:rl:{{key:{key_digest}}}"
+
+
+def auth_failures_key(client: str) -> str:
+    """The token bucket of failed authentications from one client address."""
+    return f"nb:rl:{{auth:{client}}}"
 
 
 # -------------------------------------------------------------- sequences

@@ -91,6 +91,8 @@ class SecuritySettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=
     dev_mode: bool
     rate_limit_per_s: float
     rate_limit_burst: float | None
+    rate_limit_store: Literal["redis", "local"]
+    auth_failures_per_min: float
 
 
 class PathSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -293,6 +295,14 @@ VARIABLES: tuple[Variable, ...] = (
       "per-key request rate (token bucket; 0 = unlimited)"),
     V("NEXTBEST_RATE_LIMIT_BURST", "security", "rate_limit_burst", "", _optional_float,
       "per-key burst (default: 2 x the rate)"),
+    V("NEXTBEST_RATE_LIMIT_STORE", "security", "rate_limit_store", "redis",
+      _choice("redis", "local"),
+      "where the token buckets live: `redis` (one budget per key across every worker and "
+      "replica; a bucket is local while Redis is unreachable) or `local` (per process)"),
+    V("NEXTBEST_AUTH_FAILURES_PER_MIN", "security", "auth_failures_per_min", "20",
+      _non_negative,
+      "failed authentications a client address may make per minute (and in a burst) before "
+      "it gets 429 on every request until the budget refills (0 = unlimited)"),
     # paths
     V("NEXTBEST_VAR_DIR", "paths", "var_dir", str(ROOT / "var"),
       lambda raw: Path(raw).resolve(),

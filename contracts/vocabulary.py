@@ -25,7 +25,12 @@ __all__ = [
 
 #: the synthetic world's channels (``web`` and ``in_app`` are shown in a session)
 DEFAULT_CHANNELS: tuple[str, ...] = ("email", "push", "sms", "in_app", "web")
-#: channels that reach a person outside a session: they need explicit consent
+#: channels that reach a person outside a session: they need explicit consent.
+#: The consent rule for every channel (profile features ``consent_<channel>``): an outbound
+#: channel is used only when the known customer's consent is 1 (unknown: no); any other
+#: channel only when it is not known to be anything but 1 (an anonymous visitor gets the
+#: generic in-session experience); a customer with ``opted_out`` = 1 gets no action at all
+#: and no behavioural data of theirs is collected (``POST /events`` skips their events).
 DEFAULT_OUTBOUND: tuple[str, ...] = ("email", "push", "sms")
 #: the synthetic world's offer categories
 DEFAULT_CATEGORIES: tuple[str, ...] = (

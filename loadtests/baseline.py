@@ -60,7 +60,7 @@ class FeastSdkInHandler:
 
     async def read(
         self, customer_id: str, spec: FeatureSpec
-    ) -> tuple[dict[str, F64] | None, float | None]:
+    ) -> tuple[dict[str, F64] | None, dict[str, float]]:
         refs = [f"{view}:{f}" for view, feats in spec.raw.items() for f in feats]
         names = [f for feats in spec.raw.values() for f in feats]
         row = self.feast.get_online_features(
@@ -68,8 +68,8 @@ class FeastSdkInHandler:
         ).to_dict()
         values = {n: row[n][0] for n in names}
         if all(v is None for v in values.values()):
-            return None, None
-        return {n: np.array([np.nan if v is None else float(v)]) for n, v in values.items()}, None
+            return None, {}
+        return {n: np.array([np.nan if v is None else float(v)]) for n, v in values.items()}, {}
 
 
 @dataclasses.dataclass

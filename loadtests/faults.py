@@ -153,7 +153,11 @@ def load_features(redis_url: str, data_dir: Path, sample: int, seed: int = 0) ->
 
 
 def start_service(
-    redis_url: str, models_dir: Path | None, spool: Path, port: int
+    redis_url: str,
+    models_dir: Path | None,
+    spool: Path,
+    port: int,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -166,6 +170,7 @@ def start_service(
         "NEXTBEST_LOG_LEVEL": "ERROR",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra_env or {})
     if models_dir is not None:
         env["NEXTBEST_MODELS_DIR"] = str(models_dir)
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)

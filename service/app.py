@@ -30,8 +30,9 @@ from service.adapters.feast_sdk import FeastSdkFeatures
 from service.adapters.models import ModelSet, load_models
 from service.adapters.redis_store import RedisStore
 from service.adapters.spool import Spool
+from service.api.body import ApiRequest
 from service.api.errors import EXCEPTION_HANDLERS
-from service.api.openapi import tighten_openapi
+from service.api.openapi import document_api
 from service.api.routes import AdminController, DecisionController, OpsController
 from service.background import stop_tasks
 from service.domain.config import load_policy
@@ -41,7 +42,7 @@ from service.models_manager import ModelManager
 from service.observability import Metrics, RequestMetricsMiddleware, configure_logging
 from service.realtime.routes import EventsController
 from service.realtime.service import build_realtime
-from service.security import keyring_from_settings
+from service.security import Limits, keyring_from_settings
 
 __all__ = ["FeatureReaderFactory", "ModelLoader", "create_app", "redis_client"]
 
@@ -145,7 +146,9 @@ def create_app(
             features=await asyncio.to_thread(features, settings),
             feature_timeout_s=settings.features.timeout_ms / 1000.0,
         )
+        document_api(app, policy, models)  # offers, channels: the loaded models'
         manager = ModelManager(engine, settings, model_loader)
+        manager.on_swap = lambda new: document_api(app, policy, new)
         manager.last_error = model_error
         app.state.engine = engine
         app.state.settings = settings
@@ -155,6 +158,14 @@ def create_app(
             from service.tracing import annotate_span
 
             engine.on_decision = annotate_span
+        if settings.security.rate_limit_store == "redis":  # one budget across workers
+            keyring.limits = Limits(
+                keyring.rate_per_s,
+                keyring.burst,
+                keyring.auth_failures_per_min,
+                client=client,
+                guard=engine.guard.call,
+            )
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(replay_loop(engine, stop), name="spool-replay"),
@@ -198,9 +209,10 @@ def create_app(
         on_shutdown=on_shutdown,
         before_send=[RequestMetricsMiddleware.count_unrouted(metrics)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_class=ApiRequest,
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="nextbest", version="0.1.0", path="/schema"),
         debug=False,
     )
-    tighten_openapi(app, policy)
+    document_api(app, policy, None)  # complete before the lifespan, too
     return app

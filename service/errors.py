@@ -5,13 +5,24 @@ They carry what the response needs (field, message, retry time) and nothing abou
 
 from __future__ import annotations
 
-__all__ = ["RequestError", "Unavailable", "UnknownDecision"]
+__all__ = ["InvalidBody", "RequestError", "Unavailable", "UnknownDecision"]
 
 
 class RequestError(Exception):
     """A request the types accepted but the service cannot honour (HTTP 422 by default)."""
 
     def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class InvalidBody(Exception):
+    """A body that is not what the route takes: not JSON, wrong shape or type (HTTP 400), or
+    not declared as JSON (HTTP 415)."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.field = field
         self.message = message

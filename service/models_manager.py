@@ -38,6 +38,8 @@ class ModelManager:
         self.loader = loader
         self.last_error: str | None = None
         self.last_check: float | None = None
+        #: called with the new model set after each swap (the app re-documents its API)
+        self.on_swap: Callable[[ModelSet], None] | None = None
         self._fingerprint = self.fingerprint()
         self._lock = asyncio.Lock()
 
@@ -76,6 +78,8 @@ class ModelManager:
                 }
             self.engine.models = new
             self._fingerprint = fp
+            if self.on_swap is not None:
+                self.on_swap(new)
             self.last_error = None
             self.engine.metrics.model_swaps.labels(result="swapped").inc()
             self.engine.metrics.serving(new.registered_versions, new.source)

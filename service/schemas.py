@@ -7,11 +7,14 @@ types, so the OpenAPI schema says what the service accepts.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 import msgspec
 
 __all__ = [
+    "NOW_YEARS",
+    "TIMEZONES",
     "ActionOut",
     "BatchRequest",
     "BatchResponse",
@@ -22,55 +25,192 @@ __all__ = [
     "ExperimentRef",
     "FeedbackRequest",
     "FeedbackResponse",
+    "Readiness",
 ]
 
+# Patterns end in ``$(?!\n)``: the end of the string in Python's regex (msgspec) as in JSON
+# Schema's; a bare ``$`` lets Python accept one trailing newline that the schema refuses.
+
 #: a channel name (the deployment's channels come from its vocabulary; the engine checks them)
-Channel = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$", max_length=32)]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
-OfferId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Channel = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$(?!\n)",
+        max_length=32,
+        description="a channel of the deployment's vocabulary",
+        examples=["email"],
+    ),
+]
+Id = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:@\-]+$(?!\n)",
+        description="an identifier: letters, digits and _ . : @ -",
+        examples=["C0000042"],
+    ),
+]
+OfferId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, description="an offer id", examples=["OFF001"])
+]
+#: what the decoder accepts of RFC 3339: a UTC offset, no leap second, no year 0000
+_HH_MM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+_AFTER_YEAR = (
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"
+    + _HH_MM
+    + r":[0-5][0-9](\.[0-9]+)?([Zz]|[+-]"
+    + _HH_MM
+    + r")$"
+)
+INSTANT_PATTERN = r"^(?!0000)[0-9]{4}" + _AFTER_YEAR
+#: ``now``: as :data:`INSTANT_PATTERN`, in the years :data:`NOW_YEARS` (20xx)
+NOW_PATTERN = r"^20[0-9]{2}" + _AFTER_YEAR
+#: an instant with its UTC offset (RFC 3339); a time without one is refused (400)
+Instant = Annotated[datetime, msgspec.Meta(tz=True, extra_json_schema={"pattern": INSTANT_PATTERN})]
 MAX_CANDIDATES = 100
 MAX_BATCH = 1000
-
-
-class _In(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
+#: ``now`` may move a decision in time, within these years (as written, in its own offset;
+#: decision ids count milliseconds since 1970, quiet-hour arithmetic needs the days around)
+NOW_YEARS = (2000, 2099)
+#: the IANA time zone names a request may name (the tz database of this installation)
+TIMEZONES: frozenset[str] = frozenset(available_timezones())
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    placement: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    device: Annotated[str, msgspec.Meta(max_length=32)] | None = None
-    timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    trigger: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    cart_items: Annotated[list[OfferId], msgspec.Meta(max_length=100)] = []
+    """Where and how the decision is shown."""
+
+    placement: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=64,
+            description="a placement configured in the policy file",
+            examples=["home_banner"],
+        ),
+    ]
+    device: (
+        Annotated[str, msgspec.Meta(max_length=32, description="the caller's device")] | None
+    ) = None
+    timezone: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=64,
+                description="the customer's IANA time zone (wins over the profile's UTC offset)",
+                examples=["Europe/Berlin"],
+            ),
+        ]
+        | None
+    ) = None
+    trigger: (
+        Annotated[str, msgspec.Meta(max_length=64, description="what triggered the request")] | None
+    ) = None
+    cart_items: Annotated[
+        list[OfferId],
+        msgspec.Meta(max_length=100, description="offers in the session's cart (unknown ignored)"),
+    ] = []
 
 
 class ExperimentRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
-    arm: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    """The experiment (default: the policy's) and, when the caller allocated, the arm."""
+
+    name: (
+        Annotated[
+            str,
+            msgspec.Meta(min_length=1, max_length=64, description="a configured experiment"),
+        ]
+        | None
+    ) = None
+    arm: (
+        Annotated[
+            str,
+            msgspec.Meta(min_length=1, max_length=64, description="an arm of it, or holdout"),
+        ]
+        | None
+    ) = None
 
 
 class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One decision: for a known customer (``customer_id``) or a visitor (``anonymous_id``)."""
+
     context: Context
-    customer_id: Id | None = None
-    anonymous_id: Id | None = None
-    candidates: (
-        Annotated[list[OfferId], msgspec.Meta(min_length=1, max_length=MAX_CANDIDATES)] | None
+    customer_id: Annotated[Id, msgspec.Meta(description="a known customer")] | None = None
+    anonymous_id: (
+        Annotated[Id, msgspec.Meta(description="a visitor without a customer id")] | None
     ) = None
-    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=32)] | None = None
+    candidates: (
+        Annotated[
+            list[OfferId],
+            msgspec.Meta(
+                min_length=1,
+                max_length=MAX_CANDIDATES,
+                description="offers to choose from (default: the whole catalogue); no repeats",
+            ),
+        ]
+        | None
+    ) = None
+    channels: (
+        Annotated[
+            list[Channel],
+            msgspec.Meta(
+                min_length=1,
+                max_length=32,
+                description="channels the caller can deliver on (default: the placement's)",
+            ),
+        ]
+        | None
+    ) = None
     experiment: ExperimentRef | None = None
-    now: datetime | None = None
-    explain: bool = False
+    now: (
+        Annotated[
+            Instant,
+            msgspec.Meta(
+                extra_json_schema={"pattern": NOW_PATTERN},
+                description="decide as of this instant (default: the server's clock); "
+                f"in the years {NOW_YEARS[0]} to {NOW_YEARS[1]}",
+                examples=["2026-11-16T09:00:00Z"],
+            ),
+        ]
+        | None
+    ) = None
+    explain: Annotated[
+        bool, msgspec.Meta(description="add model scores and the real-time view")
+    ] = False
 
 
 class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    requests: Annotated[list[DecideRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    """Up to 1,000 decisions, all or nothing: one refused request refuses the batch."""
+
+    requests: Annotated[
+        list[DecideRequest],
+        msgspec.Meta(min_length=1, max_length=MAX_BATCH, description="the decisions to make"),
+    ]
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    decision_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    event: Literal["delivered", "opened", "clicked", "converted", "dismissed"]
-    value: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None = None
-    timestamp: datetime | None = None
+    """An outcome of a decision (idempotent per decision and event)."""
+
+    decision_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=64,
+            description="the decision_id /decide returned",
+            examples=["019a6f3c2b1e4d5c6b7a8f9e0d1c"],
+        ),
+    ]
+    event: Annotated[
+        Literal["delivered", "opened", "clicked", "converted", "dismissed"],
+        msgspec.Meta(description="what happened to the decision's action"),
+    ]
+    value: (
+        Annotated[float, msgspec.Meta(ge=0, le=1e9, description="order value of a conversion")]
+        | None
+    ) = None
+    timestamp: (
+        Annotated[Instant, msgspec.Meta(description="when it happened (default: now)")] | None
+    ) = None
 
 
 class _Out(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -112,7 +252,7 @@ class DecideResponse(_Out):
     model_versions: dict[str, str]
     policy_version: str
     feature_age_seconds: float | None
-    explain: dict[str, object] | None = None
+    explain: dict[str, Any] | None = None
 
 
 class BatchResponse(_Out):
@@ -128,7 +268,19 @@ class FeedbackResponse(_Out):
     status: Literal["accepted", "duplicate", "spooled"]
 
 
+class Readiness(_Out):
+    """``GET /ready``: 200 when ready, 503 with the problems otherwise."""
+
+    ready: bool
+    problems: list[str]
+
+
 class ErrorBody(_Out):
-    error: str
-    message: str
-    field: str | None = None
+    """Every error answer (4xx, 5xx)."""
+
+    error: Annotated[str, msgspec.Meta(description="a stable code", examples=["invalid_request"])]
+    message: Annotated[str, msgspec.Meta(description="what is wrong, for a person")]
+    field: (
+        Annotated[str, msgspec.Meta(description="the offending field's path", examples=["now"])]
+        | None
+    ) = None

@@ -113,6 +113,7 @@ class FeastRedisLayout:
             for f in features:
                 self.names.append(f)
                 self.fields.append(field_hash(view, f))
+        self.views: list[str] = list(views)
         for view in views:
             self.ts_fields.append(f"_ts:{view}".encode())
         self.all_fields = [*self.fields, *self.ts_fields]
@@ -120,22 +121,28 @@ class FeastRedisLayout:
     def key(self, customer_id: str) -> bytes:
         return entity_key(self.join_key, customer_id, self.project)
 
-    def decode(self, reply: Sequence[bytes | None]) -> tuple[dict[str, F64] | None, float | None]:
-        """(features as length-1 arrays, newest feature-view timestamp) or (None, None).
+    def decode(
+        self, reply: Sequence[bytes | None]
+    ) -> tuple[dict[str, F64] | None, dict[str, float]]:
+        """(features as length-1 arrays, feature view -> timestamp of its row) or (None, {}).
 
-        The newest timestamp says how fresh the customer's features are: the profile view's
-        row is written once (its timestamp is the sign-up), the behaviour and engagement
-        snapshots are rewritten at every materialization.
+        Each view has its own timestamp: the profile view's row is written once (its
+        timestamp is the sign-up), the behaviour and engagement snapshots are rewritten at
+        every materialization; how old each may be is the view's TTL
+        (:func:`service.features.freshness.drop_stale`).
         """
         n = len(self.fields)
-        stamps = [decode_timestamp(b) for b in reply[n:]]
-        if all(s is None for s in stamps):
-            return None, None
+        stamps = {
+            view: ts
+            for view, raw in zip(self.views, reply[n:], strict=True)
+            if (ts := decode_timestamp(raw)) is not None
+        }
+        if not stamps:
+            return None, {}
         # one array, one length-1 view per feature (a view is cheaper than an array each)
         row = np.array([decode_value(b) for b in reply[:n]], dtype=np.float64)
         values = {name: row[i : i + 1] for i, name in enumerate(self.names)}
-        newest = max(s for s in stamps if s is not None)
-        return values, newest
+        return values, stamps
 
 
 def canary_problems(

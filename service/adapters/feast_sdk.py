@@ -31,28 +31,26 @@ class FeastSdkFeatures:
 
     def read_sync(
         self, customer_id: str, spec: FeatureSpec
-    ) -> tuple[dict[str, F64] | None, float | None]:
-        """(features as length-1 arrays, newest feature timestamp) or (None, None)."""
+    ) -> tuple[dict[str, F64] | None, dict[str, float]]:
+        """(features as length-1 arrays, feature view -> newest timestamp) or (None, {})."""
         refs = [f"{view}:{name}" for view, names in spec.raw.items() for name in names]
         resp = self.store.get_online_features(
             features=refs, entity_rows=[{"customer_id": customer_id}]
         ).to_dict(include_event_timestamps=True)
         values: dict[str, F64] = {}
-        found = False
-        newest = 0.0
-        for names in spec.raw.values():
+        stamps: dict[str, float] = {}
+        for view, names in spec.raw.items():
             for name in names:
                 v = resp[name][0]
                 if v is not None:
-                    found = True
-                    ts = resp.get(name + _TS, [0])[0] or 0
-                    newest = max(newest, float(ts))
+                    ts = float(resp.get(name + _TS, [0])[0] or 0)
+                    stamps[view] = max(stamps.get(view, 0.0), ts)
                 values[name] = np.array([math.nan if v is None else float(v)])
-        if not found:  # unknown customer: cold start, not an error
-            return None, None
-        return values, newest or None
+        if not stamps:  # unknown customer: cold start, not an error
+            return None, {}
+        return values, stamps
 
     async def read(
         self, customer_id: str, spec: FeatureSpec
-    ) -> tuple[dict[str, F64] | None, float | None]:
+    ) -> tuple[dict[str, F64] | None, dict[str, float]]:
         return await asyncio.to_thread(self.read_sync, customer_id, spec)

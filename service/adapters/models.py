@@ -202,17 +202,19 @@ def _build(manifest: dict[str, Any], blobs: dict[str, bytes], source: str) -> Mo
 
 
 def load_bundle(path: Path) -> ModelSet:
+    """The bundle in folder ``path``. Messages and ``source`` name the bundle, never the
+    folder: they are served (``/models``, ``/ready``) to callers without a key."""
     manifest_file = path / "manifest.json"
     if not manifest_file.exists():
-        raise ModelError(f"no model bundle at {path} (run `python -m training all`)")
+        raise ModelError("no model bundle in NEXTBEST_MODELS_DIR (run `python -m training all`)")
     manifest = json.loads(manifest_file.read_text())
     blobs = {}
     for kind in KINDS:
         f = path / manifest["models"][kind]["file"]
         if not f.exists():
-            raise ModelError(f"bundle {path}: missing {f.name}")
+            raise ModelError(f"bundle: missing {f.name}")
         blobs[kind] = f.read_bytes()
-    return _build(manifest, blobs, f"bundle:{path}")
+    return _build(manifest, blobs, "bundle")
 
 
 def bundle_fingerprint(path: Path) -> str:

@@ -13,7 +13,8 @@ real-time row and cart queued by an :class:`ExtraRead`); writes after it are a s
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -132,6 +133,8 @@ class CustomerState:
     purchased: frozenset[str]
     #: what an :class:`ExtraRead` parsed from its replies (same round trip), else None
     extra: Any = None
+    #: feature view -> timestamp of its row (``feature_ts`` is the newest of those used)
+    feature_stamps: Mapping[str, float] = field(default_factory=dict)
 
 
 class ExtraRead(Protocol):
@@ -198,17 +201,18 @@ class RedisStore:
             replies = await pipe.execute()
         extra_state = extra.parse(replies[:n_extra]) if extra is not None else None
         replies = replies[n_extra:]
+        stamps: dict[str, float] = {}
+        values = None
         if layout is not None:
-            values, ts = layout.decode(replies[0])
+            values, stamps = layout.decode(replies[0])
             replies = replies[1:]
-        else:
-            values, ts = None, None
         contacts = []
         for m in replies[0]:
             ts_s, ch, _ = m.decode().split("|", 2)
             contacts.append((float(ts_s), ch))
         purchased = frozenset(x.decode() for x in replies[1])
-        return CustomerState(values, ts, contacts, purchased, extra_state)
+        ts = max(stamps.values()) if stamps else None
+        return CustomerState(values, ts, contacts, purchased, extra_state, stamps)
 
     async def read_canary(self, spec: FeatureSpec) -> dict[str, F64] | None:
         """The layout canary's features as this reader decodes them (None: not written)."""

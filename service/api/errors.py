@@ -2,14 +2,15 @@
 
 | status | ``error`` | when |
 |---|---|---|
-| 400 | ``invalid_request`` | the body is not valid JSON or does not match the schema (``field`` names the first offending field) |
-| 401 | ``unauthorized`` | missing or unknown API key (Litestar's guard) |
+| 400 | ``invalid_request`` | the body is empty, not UTF-8, not valid JSON, repeats a key, or does not match the schema (``field`` names the first offending field) |
+| 401 | ``unauthorized`` | missing or unknown API key (``WWW-Authenticate: Bearer``) |
 | 403 | ``forbidden`` | the key may not use this route |
 | 404 | ``unknown_decision`` / ``not_found`` | feedback for an unknown decision id / no such route |
-| 405 | ``method_not_allowed`` | wrong method for the route |
+| 405 | ``method_not_allowed`` | wrong method for the route (``Allow`` lists the right ones) |
 | 413 | ``body_too_large`` | body above ``NEXTBEST_MAX_BODY_BYTES`` |
+| 415 | ``unsupported_media_type`` | a body whose Content-Type is not JSON |
 | 422 | ``unprocessable_request`` | valid shape, but not honourable (unknown placement, offer, time zone, ...) |
-| 429 | ``rate_limited`` | over the key's rate (``Retry-After``) |
+| 429 | ``rate_limited`` | over the key's rate, or too many failed authentications from this client (``Retry-After``) |
 | 503 | ``unavailable`` | a dependency is down and the request cannot be accepted durably (``Retry-After``) |
 | 500 | ``internal_error`` | a bug: logged with its type and place, never its message |
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -25,19 +27,42 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from service.errors import RequestError, Unavailable, UnknownDecision
+from service.errors import InvalidBody, RequestError, Unavailable, UnknownDecision
 from service.schemas import ErrorBody
 from service.security import RateLimited
 
-__all__ = ["EXCEPTION_HANDLERS", "field_of"]
+__all__ = ["ERRORS", "EXCEPTION_HANDLERS", "field_of"]
 
 log = logging.getLogger("nextbest.api")
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 
 
-def _error(status: int, error: str, message: str, field: str | None) -> Response[ErrorBody]:
-    return Response(ErrorBody(error=error, message=message, field=field), status_code=status)
+#: status -> ``error`` code of the statuses an HTTPException (Litestar's own) may carry
+ERRORS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def _error(
+    status: int,
+    error: str,
+    message: str,
+    field: str | None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(error=error, message=message, field=field), status_code=status, headers=headers
+    )
 
 
 def field_of(item: dict[str, Any]) -> str:
@@ -65,6 +90,10 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     return _error(400, "invalid_request", message, field)
 
 
+def _invalid_body(_: Request[Any, Any, Any], exc: InvalidBody) -> Response[ErrorBody]:
+    return _error(exc.status, ERRORS[exc.status], exc.message, exc.field)
+
+
 def _request_error(_: Request[Any, Any, Any], exc: RequestError) -> Response[ErrorBody]:
     return _error(exc.status, "unprocessable_request", exc.message, exc.field)
 
@@ -74,23 +103,15 @@ def _unknown_decision(_: Request[Any, Any, Any], exc: UnknownDecision) -> Respon
 
 
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
-    if exc.status_code == 400:  # malformed JSON, bad content-length, ...
-        return _error(400, "invalid_request", str(exc.detail), "body")
-    err = {
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        413: "body_too_large",
-    }.get(exc.status_code, "http_error")
-    field = "body" if exc.status_code == 413 else None
-    return _error(exc.status_code, err, str(exc.detail), field)
+    """Litestar's own errors, with their headers (``Allow`` on 405, ``WWW-Authenticate``)."""
+    status = exc.status_code
+    field = "body" if status in (400, 413) else None  # 400: bad content-length, ...
+    return _error(status, ERRORS.get(status, "http_error"), str(exc.detail), field, exc.headers)
 
 
 def _rate_limited(_: Request[Any, Any, Any], exc: RateLimited) -> Response[ErrorBody]:
-    resp = _error(429, "rate_limited", "rate limit exceeded", None)
-    resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return resp
+    retry = str(max(1, math.ceil(exc.retry_after)))
+    return _error(429, "rate_limited", exc.message, None, {"Retry-After": retry})
 
 
 def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[ErrorBody]:
@@ -107,6 +128,7 @@ def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
 #: exception type -> handler, for ``Litestar(exception_handlers=...)``
 EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[ErrorBody]]] = {
     ValidationException: _validation,
+    InvalidBody: _invalid_body,
     RequestError: _request_error,
     UnknownDecision: _unknown_decision,
     HTTPException: _http,

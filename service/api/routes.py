@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api.body import read_body
 from service.engine import DecisionEngine
 from service.models_manager import ModelManager
 from service.schemas import (
@@ -18,6 +19,7 @@ from service.schemas import (
     DecideResponse,
     FeedbackRequest,
     FeedbackResponse,
+    Readiness,
 )
 from service.security import admin_guard, api_guard
 
@@ -32,6 +34,7 @@ def _engine(state: State) -> DecisionEngine:
 class DecisionController(Controller):
     tags = ["decisions"]  # noqa: RUF012
     guards = [api_guard]  # noqa: RUF012
+    before_request = staticmethod(read_body)
 
     @post("/decide", status_code=200, summary="Decide the next best action for one customer")
     async def decide(self, data: JSONBody[DecideRequest], state: State) -> DecideResponse:
@@ -54,7 +57,7 @@ class OpsController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="Readiness: Redis reachable and models loaded")
-    async def ready(self, state: State) -> Response[dict[str, Any]]:
+    async def ready(self, state: State) -> Response[Readiness]:
         engine = _engine(state)
         problems: list[str] = []
         try:
@@ -64,7 +67,7 @@ class OpsController(Controller):
         if engine.models is None:
             manager: ModelManager = state.model_manager
             problems.append(f"models not loaded: {manager.last_error}")
-        body: dict[str, Any] = {"ready": not problems, "problems": problems}
+        body = Readiness(ready=not problems, problems=problems)
         return Response(body, status_code=200 if not problems else 503)
 
     @get("/models", summary="Loaded models: names, versions, aliases, metrics")

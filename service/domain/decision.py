@@ -191,20 +191,30 @@ def _value(cfg: PolicyConfig, offer: Offer) -> float:
 def _channels(
     inp: DecisionInput, cfg: PolicyConfig, out: Decision, outbound: Sequence[str]
 ) -> list[str]:
+    """The placement's channels the caller allows and the customer consents to.
+
+    The consent rule (:mod:`contracts.vocabulary`): an *outbound* channel needs the known
+    customer's ``consent_<channel>`` = 1 (unknown consent, an anonymous visitor, missing or
+    stale features: no); an in-session channel (``web``, ``in_app``) is used unless the
+    customer's ``consent_<channel>`` is known and not 1 (an anonymous visitor or a customer
+    without a profile gets the generic in-session experience).
+    """
     placement = cfg.placements[inp.placement]
     allowed = [c for c in placement.channels if inp.channels is None or c in inp.channels]
     result = []
     for ch in allowed:
-        if ch in outbound:  # reaches a person outside a session: needs explicit consent
-            consent = _feature(inp.features, f"consent_{ch}") == 1.0 if inp.known else False
-            if not consent:
-                detail = (
-                    "consent unknown: features unavailable"
-                    if inp.known and inp.features is None
-                    else "no consent for this channel"
-                )
-                out.suppressed.append(Suppression("no_consent", channel=ch, detail=detail))
-                continue
+        consent = _feature(inp.features, f"consent_{ch}") if inp.known else float("nan")
+        # outbound reaches a person outside a session: it needs explicit consent; a channel
+        # shown in the session is refused only explicitly
+        refused = consent != 1.0 if ch in outbound else not np.isnan(consent) and consent != 1.0
+        if refused:
+            detail = (
+                "consent unknown: features unavailable"
+                if inp.known and inp.features is None
+                else "no consent for this channel"
+            )
+            out.suppressed.append(Suppression("no_consent", channel=ch, detail=detail))
+            continue
         result.append(ch)
     return result
 

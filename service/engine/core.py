@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts.features import DEFAULT_SPEC
 from contracts.records import encode
@@ -41,7 +40,14 @@ from service.engine.response import decide_response
 from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
 from service.observability import DECISION_ID, Metrics
-from service.schemas import DecideRequest, DecideResponse, FeedbackRequest, FeedbackResponse
+from service.schemas import (
+    NOW_YEARS,
+    TIMEZONES,
+    DecideRequest,
+    DecideResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+)
 
 if TYPE_CHECKING:
     from service.realtime.service import Realtime
@@ -106,6 +112,11 @@ class DecisionEngine:
 
     # ---------------------------------------------------------------- decide
     def _validate(self, req: DecideRequest, models: ModelSet | None) -> None:
+        """What the types cannot check; raises :class:`RequestError` (422) naming the field.
+
+        Everything a decision can be refused for is checked here, before any state is read
+        or written, so a refused request (or batch) leaves nothing behind.
+        """
         if not req.customer_id and not req.anonymous_id:
             raise RequestError("customer_id", "one of customer_id or anonymous_id is required")
         if req.context.placement not in self.policy.placements:
@@ -114,15 +125,18 @@ class DecisionEngine:
                 f"unknown placement {req.context.placement!r}; "
                 f"configured: {sorted(self.policy.placements)}",
             )
-        if req.context.timezone:
-            try:
-                ZoneInfo(req.context.timezone)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
+        if req.context.timezone is not None and req.context.timezone not in TIMEZONES:
+            raise RequestError(
+                "context.timezone",
+                f"unknown time zone {req.context.timezone!r}: an IANA name such as Europe/Berlin",
+            )
+        if req.now is not None:
+            if req.now.tzinfo is None:
+                raise RequestError("now", "now must carry a UTC offset (e.g. 2026-11-16T09:00:00Z)")
+            if not NOW_YEARS[0] <= req.now.year <= NOW_YEARS[1]:
                 raise RequestError(
-                    "context.timezone", f"unknown time zone {req.context.timezone!r}"
-                ) from exc
-        if req.now is not None and req.now.tzinfo is None:
-            raise RequestError("now", "now must carry a UTC offset (e.g. 2026-11-16T09:00:00Z)")
+                    "now", f"now must be in the years {NOW_YEARS[0]} to {NOW_YEARS[1]}"
+                )
         spec = models.spec if models else DEFAULT_SPEC
         for i, ch in enumerate(req.channels or ()):
             if ch not in spec.channel_index:
@@ -136,11 +150,31 @@ class DecisionEngine:
             unknown = [c for c in req.candidates if c not in offers]
             if unknown:
                 raise RequestError("candidates", f"unknown offer ids: {unknown[:5]}")
+        exp = req.experiment
+        if exp is not None:  # the arm a unit gets depends on the unit; whether it exists not
+            try:
+                allocate(self.policy.experiments, "", exp.name, exp.arm)
+            except AllocationError as exc:
+                raise RequestError(exc.field, str(exc)) from exc
 
     async def decide(self, req: DecideRequest) -> DecideResponse:
-        t0 = time.perf_counter()
         models = self.models  # one model set for the whole request, even if a swap happens
         self._validate(req, models)
+        return await self._decide(req, models)
+
+    async def decide_batch(self, reqs: Sequence[DecideRequest]) -> list[DecideResponse]:
+        """All or nothing: every request is validated before the first is decided, so a
+        refused batch (422 naming ``requests[i]``) decides, logs and reserves nothing."""
+        models = self.models
+        for i, r in enumerate(reqs):
+            try:
+                self._validate(r, models)
+            except RequestError as exc:
+                raise RequestError(f"requests[{i}].{exc.field}", exc.message, exc.status) from exc
+        return [await self._decide(r, models) for r in reqs]
+
+    async def _decide(self, req: DecideRequest, models: ModelSet | None) -> DecideResponse:
+        t0 = time.perf_counter()
         offers = models.offers if models else {}
         degraded: list[str] = []
         boost: frozenset[str] = frozenset()
@@ -192,7 +226,7 @@ class DecisionEngine:
                 ctx.degraded.append("realtime_unavailable")
                 log.warning("real-time state failed: %s", type(exc).__name__)
         t_read = time.perf_counter()
-        ctx.decision = self._decide(ctx)
+        ctx.decision = self._decision(ctx)
         t_decide = time.perf_counter()
         await self._commit(ctx)
         t_commit = time.perf_counter()
@@ -217,7 +251,7 @@ class DecisionEngine:
             self.on_decision(decision_id, resp.arm, stages)
         return resp
 
-    def _decide(self, ctx: DecideContext) -> Decision:
+    def _decision(self, ctx: DecideContext) -> Decision:
         """The pure decision on what was read (population priors when features are missing)."""
         models, req, state = ctx.models, ctx.req, ctx.state
         if models is None:
@@ -286,9 +320,6 @@ class DecisionEngine:
             # durable before we answer: fsync'ed locally, replayed in order when Redis returns
             await asyncio.to_thread(self.spool.append, "decision", ctx.decision_id, record, summary)
             d.degraded.append("log_spooled")
-
-    async def decide_batch(self, reqs: Sequence[DecideRequest]) -> list[DecideResponse]:
-        return [await self.decide(r) for r in reqs]
 
     # -------------------------------------------------------------- feedback
     async def feedback(self, req: FeedbackRequest) -> FeedbackResponse:

@@ -1,5 +1,8 @@
 """Reading a unit's state for a decision: one pipelined Redis round trip, or Redis + the SDK.
 
+Features older than their view's TTL are dropped here (treated as missing, flagged
+``features_stale:<view>``): :mod:`service.features.freshness`.
+
 When Redis is skipped or fails the read returns None and flags the decision degraded: the
 decision then takes the documented fallback (population priors, no capped channel).
 """
@@ -14,6 +17,7 @@ from typing import Any, Protocol
 from contracts.features import FeatureSpec
 from service.adapters.redis_store import CustomerState, RedisStore
 from service.engine.guard import RedisGuard, RedisSkipped
+from service.features.freshness import drop_stale
 
 __all__ = ["FeatureReader", "StateReader"]
 
@@ -21,11 +25,11 @@ log = logging.getLogger("nextbest.engine")
 
 
 class FeatureReader(Protocol):
-    """Online features of one customer: (name -> length-1 array, newest timestamp)."""
+    """Online features of one customer: (name -> length-1 array, view -> row timestamp)."""
 
     async def read(
         self, customer_id: str, spec: FeatureSpec
-    ) -> tuple[dict[str, Any] | None, float | None]: ...
+    ) -> tuple[dict[str, Any] | None, dict[str, float]]: ...
 
 
 class StateReader:
@@ -53,8 +57,16 @@ class StateReader:
         extra: Any = None,
     ) -> CustomerState | None:
         if self.features is not None and known:
-            return await self._with_sdk(unit, now, spec, degraded, extra)
-        return await self._redis(unit, now, spec if known else None, degraded, extra)
+            state = await self._with_sdk(unit, now, spec, degraded, extra)
+        else:
+            state = await self._redis(unit, now, spec if known else None, degraded, extra)
+        if state is None or state.features is None:
+            return state
+        fresh = drop_stale(state.features, state.feature_stamps, spec.customer_views, now)
+        if not fresh.stale:
+            return state
+        degraded.extend(f"features_stale:{v}" for v in fresh.stale)
+        return dataclasses.replace(state, features=fresh.features, feature_ts=fresh.newest)
 
     async def _with_sdk(
         self, unit: str, now: float, spec: FeatureSpec, degraded: list[str], extra: Any
@@ -70,8 +82,9 @@ class StateReader:
             degraded.append("features_unavailable")
             log.warning("feature read failed: %s", type(feats).__name__)
             return got_state
-        values, ts = feats
-        return dataclasses.replace(got_state, features=values, feature_ts=ts)
+        values, stamps = feats
+        ts = max(stamps.values()) if stamps else None
+        return dataclasses.replace(got_state, features=values, feature_ts=ts, feature_stamps=stamps)
 
     async def _redis(
         self,

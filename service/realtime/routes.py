@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from redis.exceptions import RedisError
 
+from service.api.body import read_body
 from service.errors import Unavailable
 from service.realtime.schemas import MAX_EVENTS, EventsRequest, EventsResponse
 from service.realtime.service import Realtime
@@ -18,6 +19,7 @@ __all__ = ["EventsController"]
 class EventsController(Controller):
     tags = ["events"]  # noqa: RUF012
     guards = [api_guard]  # noqa: RUF012
+    before_request = staticmethod(read_body)
 
     @post(
         "/events",

@@ -20,23 +20,27 @@ customer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
+from contracts.features import DEFAULT_SPEC
 from service.domain.decision import Offer
-from service.realtime.schemas import EventIn, EventResult, EventsRequest, EventsResponse
+from service.realtime.schemas import EventIn, EventResult, EventsRequest, EventsResponse, Status
 from service.realtime.sequences import Clock, Scheduler
 from service.realtime.state import RealtimeState, RealtimeStore
 from service.schemas import DecideRequest
 
-__all__ = ["Realtime", "RealtimeContext", "build_realtime"]
+__all__ = ["OptedOut", "Realtime", "RealtimeContext", "build_realtime"]
 
 log = logging.getLogger("nextbest.realtime")
+#: customer ids -> those of them who opted out (``opted_out`` = 1 in their profile)
+OptedOut = Callable[[list[str]], Awaitable[set[str]]]
 #: events further than this in the future (client clock skew) are rejected
 MAX_FUTURE_S = 300.0
 MAX_CART = 100
@@ -56,30 +60,44 @@ class Realtime:
         store: RealtimeStore,
         scheduler: Scheduler | None = None,
         clock: Clock = time.time,
+        opted_out: OptedOut | None = None,
     ) -> None:
         self.store = store
         self.scheduler = scheduler
         self.clock = clock
+        #: which of these customers opted out (their events are skipped, not collected)
+        self.opted_out: OptedOut = opted_out or store.opted_out
 
     # ------------------------------------------------------------- ingestion
     async def ingest(self, req: EventsRequest) -> EventsResponse:
+        """Apply a batch. The opt-out flags of the batch's customers are read in one round
+        trip first (an anonymous id linked to a customer is looked up when resolved)."""
         now = self.clock()
         order = sorted(range(len(req.events)), key=lambda i: req.events[i].timestamp)
+        customers = list(dict.fromkeys(e.customer_id for e in req.events if e.customer_id))
+        flagged = await self.opted_out(customers) if customers else set()
+        opted = {c: c in flagged for c in customers}
         results: list[EventResult | None] = [None] * len(req.events)
         for i in order:
             ev = req.events[i]
-            results[i] = await self._one(ev, now)
+            results[i] = await self._one(ev, now, opted)
         done = [r for r in results if r is not None]
-        counts = {s: sum(1 for r in done if r.status == s) for s in ("applied", "late")}
+        counts = {s: sum(1 for r in done if r.status == s) for s in get_args(Status)}
         return EventsResponse(
             applied=counts["applied"],
             late=counts["late"],
-            duplicate=sum(1 for r in done if r.status == "duplicate"),
-            rejected=sum(1 for r in done if r.status == "rejected"),
+            duplicate=counts["duplicate"],
+            rejected=counts["rejected"],
+            skipped=counts["skipped"],
             results=done,
         )
 
-    async def _one(self, ev: EventIn, now: float) -> EventResult:
+    async def _is_opted_out(self, customer: str, opted: dict[str, bool]) -> bool:
+        if customer not in opted:
+            opted[customer] = customer in await self.opted_out([customer])
+        return opted[customer]
+
+    async def _one(self, ev: EventIn, now: float, opted: dict[str, bool]) -> EventResult:
         def rejected(detail: str) -> EventResult:
             return EventResult(event_id=ev.event_id, status="rejected", detail=detail)
 
@@ -88,13 +106,26 @@ class Realtime:
         ts = ev.timestamp.timestamp()
         if ts > now + MAX_FUTURE_S:
             return rejected("timestamp is in the future")
+        if ts < now - self.store.marker_ttl_s:  # a replay could no longer be recognised
+            days = self.store.marker_ttl_s / 86400
+            return rejected(f"timestamp is older than the {days:g}-day idempotency window")
         if not ev.customer_id and not ev.anonymous_id:
             return rejected("one of customer_id or anonymous_id is required")
         if ev.type in ("cart_add", "cart_remove") and not ev.offer_id:
             return rejected(f"{ev.type} needs offer_id")
+        skipped = EventResult(
+            event_id=ev.event_id,
+            status="skipped",
+            detail="the customer opted out: behavioural data is not collected",
+        )
         if ev.type == "identify":
             if not (ev.customer_id and ev.anonymous_id):
                 return rejected("identify needs customer_id and anonymous_id")
+            if await self._is_opted_out(ev.customer_id, opted):
+                # linked (later events of the visitor are the customer's, so skipped too);
+                # what was collected anonymously is dropped, not merged into the customer
+                await self.store.link_only(ev.anonymous_id, ev.customer_id)
+                return skipped
             status = await self.store.identify(ev.anonymous_id, ev.customer_id, ev.event_id, ts)
             if status != "duplicate":
                 if self.scheduler is not None:
@@ -110,12 +141,14 @@ class Realtime:
         known = ev.customer_id
         if known is None and ev.anonymous_id is not None:
             known = await self.store.resolve(ev.anonymous_id)
+        if known and await self._is_opted_out(known, opted):
+            return skipped
         unit = known or ev.anonymous_id or ""
         # an event that starts or ends sequences is done once they are: if this attempt fails
         # in between (503), the caller's retry completes them instead of meeting "duplicate"
         sequences = bool(known) and self.scheduler is not None and self.scheduler.follows(ev.type)
         res = await self.store.apply(
-            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.quantity, sequences
+            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.count, sequences
         )
         if sequences and res.status != "duplicate":
             assert known is not None and self.scheduler is not None
@@ -191,6 +224,17 @@ def build_realtime(client: Any, engine: Any, settings: Any, clock: Clock = time.
     from service.realtime.sequences import load_sequences
 
     store = RealtimeStore(client, project=settings.features.feast_project)
+    reader = engine.state.features  # the Feast SDK when features are not read from Redis
+
+    async def opted_out_sdk(customers: list[str]) -> set[str]:
+        spec = engine.models.spec if engine.models is not None else DEFAULT_SPEC
+        rows = await asyncio.gather(*(reader.read(c, spec) for c in customers))
+        return {
+            c
+            for c, (values, _) in zip(customers, rows, strict=True)
+            if values is not None and float(values["opted_out"][0]) == 1.0
+        }
+
     scheduler = Scheduler(
         client,
         load_sequences(settings.policy.sequences_file),
@@ -200,4 +244,4 @@ def build_realtime(client: Any, engine: Any, settings: Any, clock: Clock = time.
         clock=clock,
         log_maxlen=settings.redis.log_maxlen,
     )
-    return Realtime(store, scheduler, clock)
+    return Realtime(store, scheduler, clock, opted_out_sdk if reader is not None else None)

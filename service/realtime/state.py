@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.features import REALTIME
+from contracts.features import PROFILE_VIEW, REALTIME
 from contracts.keys import (
     REALTIME_WINDOWS,
     aliases_key,
@@ -211,6 +211,8 @@ class RealtimeStore:
         self.client = client
         self.writer = FeastRowWriter(client, project)
         self.layout = FeastRedisLayout({REALTIME.name: REALTIME.names}, project=project)
+        #: the one profile feature ingestion needs: has the customer opted out?
+        self.consent = FeastRedisLayout({PROFILE_VIEW: ("opted_out",)}, project=project)
         self.marker_ttl_s = marker_ttl_s
         self.state_ttl_s = state_ttl_s
         self.link_ttl_s = link_ttl_s
@@ -255,6 +257,39 @@ class RealtimeStore:
     async def finish(self, unit: str, event_id: str) -> None:
         """The event's effects are complete: from now on a retry of it is a duplicate."""
         await self.client.set(event_marker_key(unit, event_id), "done", xx=True, keepttl=True)
+
+    async def opted_out(self, customers: list[str]) -> set[str]:
+        """Those of ``customers`` whose profile says ``opted_out`` = 1 (one round trip).
+
+        The profile row is Feast's (another key, in another Cluster slot than the unit's
+        real-time keys), so it is read before the events are applied, not inside their
+        script; a batch's customers are read together.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in customers:
+                pipe.hmget(self.consent.key(c), self.consent.all_fields)
+            replies = await pipe.execute()
+        out = set()
+        for c, reply in zip(customers, replies, strict=True):
+            values, _ = self.consent.decode(reply)
+            if values is not None and float(values["opted_out"][0]) == 1.0:
+                out.add(c)
+        return out
+
+    async def link_only(self, anonymous_id: str, customer_id: str) -> None:
+        """Link an anonymous id to an opted-out customer without collecting anything: the
+        visitor's anonymous cart and windows are dropped, not merged into the customer."""
+        a = anonymous_id
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(link_key(a), customer_id, ex=self.link_ttl_s)
+            pipe.sadd(aliases_key(customer_id), a)
+            pipe.expire(aliases_key(customer_id), self.link_ttl_s)
+            pipe.delete(
+                cart_key(a),
+                realtime_state_key(a),
+                *(realtime_window_key(a, k) for k in REALTIME_WINDOWS),
+            )
+            await pipe.execute()
 
     async def resolve(self, anonymous_id: str) -> str | None:
         cid = await self.client.get(link_key(anonymous_id))
@@ -326,7 +361,8 @@ class RealtimeStore:
 
     def parse(self, replies: list[Any]) -> RealtimeState:
         row, cart = replies
-        values, ts = self.layout.decode(row)
+        values, stamps = self.layout.decode(row)
+        ts = max(stamps.values()) if stamps else None
         feats = {k: float(v[0]) for k, v in values.items()} if values is not None else None
         items = {_s(f)[2:]: int(float(_s(v))) for f, v in cart.items() if _s(f).startswith("q:")}
         return RealtimeState(feats, ts, items)

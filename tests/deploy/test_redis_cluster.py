@@ -94,7 +94,7 @@ def test_feast_materialized_across_the_cluster(
         key = layout.key(cid)
         nodes.add(rc.get_node_from_key(key).port)
         values, ts = layout.decode(rc.hmget(key, layout.all_fields))
-        assert values is not None and ts is not None, cid
+        assert values is not None and ts, cid
         for name in layout.names:
             want, got = sdk[name][i], float(values[name][0])
             assert math.isnan(got) if want is None else got == pytest.approx(float(want)), (

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
 
-from contracts.keys import aliases_key, decision_stream, link_key, purchased_key
+from contracts.keys import (
+    aliases_key,
+    cart_key,
+    decision_stream,
+    link_key,
+    purchased_key,
+    realtime_window_key,
+    sequence_instance_key,
+)
 from service.realtime.schemas import MAX_EVENTS
 from service.realtime.state import RealtimeStore
 from tests.realtime.conftest import AUTH, ts_iso
@@ -233,3 +243,66 @@ async def test_cart_and_purchase_events_shape_the_next_decision(
             s["offer_id"] == bought and s["detail"] == "already purchased"
             for s in again["suppressed"]
         )
+
+
+async def test_event_times_outside_the_idempotency_window_are_rejected(
+    client_nomodels: AsyncTestClient[Any], uid: str
+) -> None:
+    """Issue 14.7: an event timestamp of 0 was accepted (as 1970)."""
+    zero = {"event_id": f"{uid}-0", "type": "page_view", "customer_id": uid, "timestamp": 0}
+    resp = await client_nomodels.post("/events", json={"events": [zero]}, headers=AUTH)
+    assert resp.status_code == 400 and resp.json()["field"] == "events[0].timestamp"
+    now = time.time()
+    out = await post(
+        client_nomodels,
+        {**zero, "timestamp": "1970-01-01T00:00:00Z"},
+        ev(f"{uid}-8d", "page_view", now - 8 * 86400, customer_id=uid),
+        ev(f"{uid}-6d", "page_view", now - 6 * 86400, customer_id=uid),
+    )
+    assert [x["status"] for x in out["results"]] == ["rejected", "rejected", "applied"]
+    assert "idempotency window" in out["results"][0]["detail"]
+
+
+async def test_opted_out_customer_events_are_not_collected(
+    client_nomodels: AsyncTestClient[Any],
+    r: aioredis.Redis,
+    uid: str,
+    redis_store: Any,
+    small_world: Path,
+) -> None:
+    """Issue 14.6: /events stored an opted-out customer's cart and page views and started an
+    abandoned-cart sequence for them."""
+    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    known = truth[~truth["anonymous"]]
+    out_id = str(known.loc[known["opted_out"], "customer_id"].iloc[1])
+    in_id = str(known.loc[~known["opted_out"], "customer_id"].iloc[1])
+    t = time.time() - 60
+    for cid in (out_id, in_id):
+        got = await post(
+            client_nomodels,
+            ev(f"{uid}-{cid}-c", "cart_add", t, customer_id=cid, offer_id="OFF001", value=9.0),
+            ev(f"{uid}-{cid}-v", "page_view", t + 1, customer_id=cid),
+        )
+        status = "skipped" if cid == out_id else "applied"
+        assert [x["status"] for x in got["results"]] == [status, status], got
+    assert got["applied"] == 2
+    # the consenting customer's cart, views and sequence exist; nothing of the opted-out one
+    assert await r.exists(cart_key(in_id), realtime_window_key(in_id, "views")) == 2
+    assert await r.exists(sequence_instance_key("abandoned_cart", in_id)) == 1
+    assert await r.exists(cart_key(out_id), realtime_window_key(out_id, "views")) == 0
+    assert await r.exists(sequence_instance_key("abandoned_cart", out_id)) == 0
+    assert (await RealtimeStore(r).read(out_id)).features is None
+    # a visitor who turns out to be the opted-out customer: linked, the anonymous cart dropped
+    anon = f"{uid}-anon"
+    await post(
+        client_nomodels,
+        ev(f"{uid}-a", "cart_add", t, anonymous_id=anon, offer_id="OFF002", value=5.0),
+    )
+    linked = await post(
+        client_nomodels, ev(f"{uid}-id", "identify", t + 2, anonymous_id=anon, customer_id=out_id)
+    )
+    assert linked["results"][0]["status"] == "skipped"
+    assert await r.get(link_key(anon)) == out_id.encode()
+    assert await r.exists(cart_key(anon), cart_key(out_id)) == 0
+    later = await post(client_nomodels, ev(f"{uid}-lv", "page_view", t + 3, anonymous_id=anon))
+    assert later["skipped"] == 1 and await r.exists(realtime_window_key(out_id, "views")) == 0

@@ -1,5 +1,7 @@
 """Schemathesis against the served OpenAPI schema: generated valid and invalid requests for
-every operation, against the production server; not one may get a 5xx.
+every operation, against the production server, with every one of Schemathesis' checks:
+no 5xx, every status code and header documented, every response body its schema, invalid
+data rejected, valid data accepted, auth not ignored, 405 with ``Allow``.
 
 Bounded: ``MAX_EXAMPLES`` per operation and generation mode (positive and negative), fixed
 seed, so the run is repeatable and takes well under a minute.
@@ -16,9 +18,10 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi import checks as oas
 
 from loadtests.faults import API_KEY, RedisProcess, free_port, start_service
 
@@ -41,7 +44,11 @@ def served(
     rp.start()
     load_features(rp.url, small_world, 10)
     port = free_port()
-    svc: subprocess.Popen[bytes] = start_service(rp.url, model_bundle, tmp / "spool", port)
+    # the auth checks send many keyless requests from this one address: not throttled here
+    # (tests/reliability/test_security.py tests that throttle)
+    svc: subprocess.Popen[bytes] = start_service(
+        rp.url, model_bundle, tmp / "spool", port, {"NEXTBEST_AUTH_FAILURES_PER_MIN": "0"}
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -69,8 +76,26 @@ def operations(served: str) -> list[Any]:
     return ops
 
 
+#: every check Schemathesis has for an OpenAPI operation
+CHECKS = [
+    not_a_server_error,
+    oas.status_code_conformance,
+    oas.content_type_conformance,
+    oas.response_headers_conformance,
+    oas.response_schema_conformance,
+    oas.negative_data_rejection,
+    oas.positive_data_acceptance,
+    oas.missing_required_header,
+    oas.unsupported_method,
+    oas.allow_header_conformance,
+    oas.use_after_free,
+    oas.ensure_resource_availability,
+    oas.ignored_auth,
+]
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_server_errors(operations: list[Any], mode: GenerationMode) -> None:
+def test_every_check_passes(operations: list[Any], mode: GenerationMode) -> None:
     """Drive each operation with Schemathesis's generated cases (Hypothesis strategies)."""
     tried: dict[str, int] = {}
     reached.clear()
@@ -81,38 +106,16 @@ def test_no_server_errors(operations: list[Any], mode: GenerationMode) -> None:
         except Unsatisfiable:  # nothing to get wrong: no body, no parameters
             assert mode is GenerationMode.NEGATIVE and not list(op.body), op.path
     with_body = {f"{o.method.upper()} {o.path}" for o in operations if list(o.body)}
-    if mode is GenerationMode.POSITIVE:  # a share of valid requests got all the way through
-        assert reached.get("POST /decide", 0) >= MAX_EXAMPLES // 4, reached
+    if mode is GenerationMode.POSITIVE:  # valid requests get all the way through
+        assert reached.get("POST /decide", 0) >= MAX_EXAMPLES // 2, reached
     assert with_body >= {"POST /decide", "POST /decide/batch", "POST /feedback", "POST /events"}
     assert all(tried[k] > 0 for k in with_body), tried
-
-
-def _steer(case: Any, data: st.DataObject) -> None:
-    """Make most generated decisions reach the decision core, not just validation.
-
-    The schema cannot enumerate what depends on the loaded models and experiments (offer
-    ids, time zone names, arm names), so a generated ``candidates`` or ``timezone`` is
-    almost always unknown (a correct 422). For most cases those fields are dropped; the
-    rest of the request stays exactly as generated.
-    """
-    reqs = case.body.get("requests", []) if op_is_batch(case) else [case.body]
-    for body in reqs:
-        if not isinstance(body, dict) or not isinstance(body.get("context"), dict):
-            continue
-        if data.draw(st.integers(0, 9), label="steer") < 8:
-            for key in ("candidates", "experiment"):
-                body.pop(key, None)
-            body["context"].pop("timezone", None)
-
-
-def op_is_batch(case: Any) -> bool:
-    return isinstance(case.body, dict) and "requests" in case.body
 
 
 def _drive(op: Any, mode: GenerationMode, tried: dict[str, int]) -> None:
     label = f"{op.method.upper()} {op.path}"
 
-    @given(case=op.as_strategy(generation_mode=mode), steer=st.data())
+    @given(case=op.as_strategy(generation_mode=mode))
     @settings(
         max_examples=MAX_EXAMPLES,
         derandomize=True,
@@ -120,16 +123,10 @@ def _drive(op: Any, mode: GenerationMode, tried: dict[str, int]) -> None:
         suppress_health_check=list(HealthCheck),
         database=None,
     )
-    def check(case: Any, steer: st.DataObject) -> None:
-        if mode is GenerationMode.POSITIVE and op.path in ("/decide", "/decide/batch"):
-            _steer(case, steer)
+    def check(case: Any) -> None:
         tried[label] += 1
-        response = case.call(headers=AUTH, timeout=30)
-        assert response.status_code < 500, (label, case.body, response.text)
+        response = case.call_and_validate(headers=AUTH, timeout=30, checks=CHECKS)
         if response.status_code == 200:
             reached[label] = reached.get(label, 0) + 1
-        if response.status_code in (400, 413, 422):
-            body = response.json()  # machine-readable and says what
-            assert body["error"] and body["message"], body
 
     check()

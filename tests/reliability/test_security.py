@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from contracts.keys import auth_failures_key
 from service.app import create_app
 from tests.reliability.conftest import API_KEY, AUTH, settings_for
 
@@ -36,6 +38,50 @@ async def test_rate_limit_is_per_key(model_bundle: Path, redis_url: str, tmp_pat
         other = await c.post("/decide", json=body, headers={"Authorization": "Bearer other-key"})
         assert other.status_code == 200  # another key has its own budget
         assert (await c.get("/health")).status_code == 200  # probes are not limited
+
+
+@pytest.mark.parametrize(("store", "served"), [("redis", 2), ("local", 4)])
+async def test_rate_limit_holds_across_workers(
+    model_bundle: Path, redis_url: str, tmp_path: Path, store: str, served: int
+) -> None:
+    """Issue 14.8: with two workers the configured rate doubled. Two apps (two workers, or
+    two replicas) on one Redis share one budget per key; ``local`` buckets do not."""
+    key = f"key-{uuid.uuid4().hex}"  # a fresh bucket whatever ran before
+    env = {
+        "NEXTBEST_API_KEYS": key,
+        "NEXTBEST_RATE_LIMIT_PER_S": 0.01,
+        "NEXTBEST_RATE_LIMIT_BURST": 2,
+        "NEXTBEST_RATE_LIMIT_STORE": store,
+    }
+    body = {"anonymous_id": "rl-2", "context": {"placement": "home_banner"}, "now": NOW}
+    auth = {"Authorization": f"Bearer {key}"}
+    apps = [
+        create_app(settings_for(redis_url, model_bundle, tmp_path / f"s{i}", **env)) for i in (1, 2)
+    ]
+    async with AsyncTestClient(app=apps[0]) as w1, AsyncTestClient(app=apps[1]) as w2:
+        codes = [
+            (await w.post("/decide", json=body, headers=auth)).status_code
+            for w in (w1, w2, w1, w2, w1, w2)
+        ]
+    assert codes.count(200) == served and codes.count(429) == 6 - served, codes
+
+
+async def test_failed_authentication_is_throttled_per_client(
+    model_bundle: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 14.8: failed keys were never throttled. After the budget a client gets 429 on
+    every request, the right key included (no oracle), until the budget refills."""
+    s = settings_for(redis_url, model_bundle, tmp_path / "spool", NEXTBEST_AUTH_FAILURES_PER_MIN=3)
+    body = {"anonymous_id": "af-1", "context": {"placement": "home_banner"}, "now": NOW}
+    async with AsyncTestClient(app=create_app(s)) as c:
+        await c.app.state.engine.store.client.delete(auth_failures_key("testclient"))
+        wrong = {"Authorization": f"Bearer wrong-{uuid.uuid4().hex}"}
+        codes = [(await c.post("/decide", json=body, headers=wrong)).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+        right = await c.post("/decide", json=body, headers=AUTH)
+        assert right.status_code == 429 and "failed authentications" in right.json()["message"]
+        assert 15 <= int(right.headers["retry-after"]) <= 20  # one failure refills in 20 s
+        c.app.state.keyring.limits.check_client("another-client")  # others are not blocked
 
 
 async def test_cors_is_off_unless_configured(

@@ -17,6 +17,7 @@ from service.domain.allocation import AllocationError, allocate, bucket
 from service.domain.config import ContactPolicy, PolicyConfig, QuietHours, load_policy
 from service.domain.contact import blocked_by_caps, local_hour, next_allowed_hours
 from service.domain.decision import DecisionInput, Offer, Priors, decide
+from service.features.freshness import drop_stale
 
 CHANNELS = DEFAULT_SPEC.channels
 RAW_FEATURES = DEFAULT_SPEC.raw
@@ -149,6 +150,62 @@ class TestConsent:
             "push",
             "sms",
         }
+
+    @pytest.mark.parametrize(
+        ("placement", "channel"), [("app_screen", "in_app"), ("home_banner", "web")]
+    )
+    def test_in_session_channel_refused_by_its_consent_flag(
+        self, policy: PolicyConfig, placement: str, channel: str
+    ) -> None:
+        """Issue 14.6: a customer with in-app (web) consent 0 is not scored for in_app (web)."""
+        feats = features(**{f"consent_{channel}": 0.0})
+        d = decide(inp(policy, placement=placement, features=feats), policy, FakeScorer(), PRIORS)
+        assert d.action is None and not d.channel_scores
+        assert [(s.reason, s.channel) for s in d.suppressed] == [("no_consent", channel)]
+
+    def test_in_session_channel_without_a_known_flag_is_generic(self, policy: PolicyConfig) -> None:
+        """Consent unknown (no profile value): the in-session channel is still used; an
+        outbound one is not."""
+        feats = features(consent_web=float("nan"), consent_email=float("nan"))
+        web = decide(
+            inp(policy, placement="home_banner", features=feats), policy, FakeScorer(), PRIORS
+        )
+        assert web.action is not None and web.action.channel == "web"
+        mail = decide(inp(policy, placement="email", features=feats), policy, FakeScorer(), PRIORS)
+        assert mail.action is None and mail.suppressed[0].reason == "no_consent"
+
+
+class TestFreshness:
+    """Issue 14.6: features are only as good as their view's TTL."""
+
+    def stamps(self, behaviour_age_days: float) -> dict[str, float]:
+        return {
+            "customer_profile": NOW - 400 * 86400,  # written at sign-up; TTL 10 years
+            "customer_behaviour": NOW - behaviour_age_days * 86400,  # TTL 21 days
+            "customer_engagement": NOW - 2 * 86400,
+        }
+
+    def test_fresh_views_are_kept(self) -> None:
+        fresh = drop_stale(
+            features(recency_days=3.0), self.stamps(1), DEFAULT_SPEC.customer_views, NOW
+        )
+        assert fresh.stale == () and fresh.newest == NOW - 86400
+        assert fresh.features is not None and fresh.features["recency_days"][0] == 3.0
+
+    def test_a_stale_view_is_missing_and_named(self) -> None:
+        fresh = drop_stale(
+            features(recency_days=3.0), self.stamps(197), DEFAULT_SPEC.customer_views, NOW
+        )
+        assert fresh.stale == ("customer_behaviour",)
+        assert fresh.features is not None
+        assert all(np.isnan(fresh.features[n][0]) for n in DEFAULT_SPEC.behaviour.names)
+        assert fresh.features["consent_push"][0] == 1.0  # the profile is within its TTL
+        assert fresh.newest == NOW - 2 * 86400
+
+    def test_all_views_stale_is_no_features(self) -> None:
+        old = {k: NOW - 4000 * 86400 for k in self.stamps(0)}
+        fresh = drop_stale(features(), old, DEFAULT_SPEC.customer_views, NOW)
+        assert fresh.features is None and len(fresh.stale) == 3
 
 
 class TestContactPolicy:

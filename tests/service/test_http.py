@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
-from contracts.keys import decision_stream, feedback_streams
+from contracts.features import DEFAULT_SPEC
+from contracts.keys import contacts_key, decision_stream, decision_streams, feedback_streams
 from contracts.settings import Settings
+from service.adapters.feast_redis import FeastRedisLayout
 from service.app import create_app
 from service.domain.allocation import allocate
 from service.domain.config import load_policy
@@ -26,6 +29,7 @@ API_KEY = "test-api-key-1"
 ADMIN_KEY = "test-admin-key-1"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 NOW = "2026-11-16T09:00:00Z"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +61,16 @@ async def client(settings: Settings, redis_store: Any) -> AsyncIterator[AsyncTes
 
 
 @pytest.fixture(scope="module")
-def people(small_world: Path) -> dict[str, str]:
+def people(small_world: Path) -> dict[str, Any]:
     truth = pd.read_parquet(small_world / "truth_customers.parquet")
     exp = load_policy().experiments
     known = truth[~truth["anonymous"]]
     arms = {c: allocate(exp, c).arm for c in known["customer_id"]}
     in_model_arm = known["customer_id"].map(lambda c: arms[c] == "model").astype(bool)
     treated = known[in_model_arm & ~known["opted_out"]]
+    outbound = treated["consent_email"] & treated["consent_push"]
     return {
+        "consenting": [str(c) for c in treated.loc[outbound, "customer_id"].iloc[10:19]],
         "opted_out": str(known.loc[known["opted_out"], "customer_id"].iloc[0]),
         "holdout": next(c for c, a in arms.items() if a == "holdout"),
         "push": str(treated.loc[treated["consent_push"], "customer_id"].iloc[0]),
@@ -170,6 +176,28 @@ class TestDecide:
         reasons = {s["reason"] for x in resps for s in x.json()["suppressed"]}
         assert "frequency_cap" in reasons
 
+    async def test_features_past_their_ttl_are_stale(
+        self, client: AsyncTestClient[Any], people: dict[str, str], r: redis.Redis
+    ) -> None:
+        """Issue 14.6: 197 days after the last feature update the behaviour and engagement
+        snapshots (TTL 21 days) are treated as missing and flagged, not served as fresh."""
+        layout = FeastRedisLayout(DEFAULT_SPEC.raw)
+        _, stamps = layout.decode(r.hmget(layout.key(people["treated"]), layout.all_fields))
+        newest = max(stamps.values())
+        later = datetime.fromtimestamp(newest + 197 * 86400, UTC).isoformat()
+        fresh = await decide(client, customer_id=people["treated"])
+        stale = await decide(client, customer_id=people["treated"], now=later, explain=True)
+        assert not [d for d in fresh["degraded"] if d.startswith("features_stale")]
+        assert {d for d in stale["degraded"] if d.startswith("features_stale")} == {
+            "features_stale:customer_behaviour",
+            "features_stale:customer_engagement",
+        }
+        # the age is the profile's (sign-up: within its 10-year TTL), not 197 days
+        assert stale["feature_age_seconds"] > 197 * 86400
+        assert stale["feature_age_seconds"] == pytest.approx(
+            newest + 197 * 86400 - stamps["customer_profile"], abs=1
+        )
+
     async def test_batch(self, client: AsyncTestClient[Any], people: dict[str, str]) -> None:
         reqs = [
             {"customer_id": people["treated"], "context": {"placement": "email"}, "now": NOW},
@@ -178,6 +206,28 @@ class TestDecide:
         resp = await client.post("/decide/batch", json={"requests": reqs}, headers=AUTH)
         assert resp.status_code == 200
         assert len(resp.json()["decisions"]) == 2
+
+    async def test_refused_batch_decides_logs_and_reserves_nothing(
+        self, client: AsyncTestClient[Any], people: dict[str, str], r: redis.Redis
+    ) -> None:
+        """Issue 14.5: a batch is all or nothing, and the error names the request."""
+        ids = people["consenting"]
+        reqs: list[dict[str, Any]] = [
+            {"customer_id": c, "context": {"placement": "campaign"}, "now": NOW} for c in ids
+        ]
+        reqs.append({"customer_id": ids[0], "context": {"placement": "nope"}, "now": NOW})
+        logged = sum(r.xlen(s) for s in decision_streams())
+        contacts = [r.zcard(contacts_key(c)) for c in ids]
+        resp = await client.post("/decide/batch", json={"requests": reqs}, headers=AUTH)
+        assert resp.status_code == 422
+        assert resp.json()["field"] == "requests[9].context.placement"
+        assert sum(r.xlen(s) for s in decision_streams()) == logged
+        assert [r.zcard(contacts_key(c)) for c in ids] == contacts
+        # the same nine alone are decided (and would have reserved contacts)
+        ok = await client.post("/decide/batch", json={"requests": reqs[:9]}, headers=AUTH)
+        assert ok.status_code == 200
+        assert sum(r.xlen(s) for s in decision_streams()) == logged + 9
+        assert sum(r.zcard(contacts_key(c)) for c in ids) > sum(contacts)
 
 
 class TestFeedback:
@@ -213,6 +263,7 @@ class TestBadInput:
         ("body", "status", "field"),
         [
             ({"context": {"placement": "campaign"}, "customer_id": 5}, 400, "customer_id"),
+            ({"context": {"placement": "campaign"}, "customer_id": "C1\n"}, 400, "customer_id"),
             ({"context": {"placement": "campaign"}, "customer_id": "C1", "bogus": 1}, 400, "bogus"),
             ({"customer_id": "C1"}, 400, "context"),
             (
@@ -263,9 +314,9 @@ class TestBadInput:
                 {
                     "context": {"placement": "campaign"},
                     "customer_id": "C1",
-                    "now": "2026-11-16T09:00:00",
+                    "now": "2026-11-16T09:00:00",  # no UTC offset: not the schema's date-time
                 },
-                422,
+                400,
                 "now",
             ),
         ],
@@ -278,6 +329,81 @@ class TestBadInput:
         err = resp.json()
         assert err["field"] is not None and err["field"].startswith(field), err
         assert err["error"] and err["message"]
+
+    @pytest.mark.parametrize("path", ["/decide", "/decide/batch", "/feedback", "/events"])
+    async def test_deep_nesting_is_400(self, client: AsyncTestClient[Any], path: str) -> None:
+        """Issue 14.4: JSON nested 1,000 levels (2 KB) was a 500 on every route with a body."""
+        deep = b"[" * 1000 + b"]" * 1000
+        resp = await client.post(path, content=deep, headers={**AUTH, **JSON})
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request"
+
+    async def test_invalid_utf8_is_400(self, client: AsyncTestClient[Any]) -> None:
+        body = b'{"anonymous_id": "a\xff", "context": {"placement": "campaign"}}'
+        resp = await client.post("/decide", content=body, headers={**AUTH, **JSON})
+        assert resp.status_code == 400 and "UTF-8" in resp.json()["message"]
+
+    @pytest.mark.parametrize("zone", ["America", "Etc", "America/", "../etc/passwd"])
+    async def test_time_zone_must_be_an_iana_name(
+        self, client: AsyncTestClient[Any], zone: str
+    ) -> None:
+        """Issue 14.4: a tz database folder ("America") was a 500."""
+        body = {"anonymous_id": "a", "context": {"placement": "campaign", "timezone": zone}}
+        resp = await client.post("/decide", json=body, headers=AUTH)
+        assert resp.status_code == 422 and resp.json()["field"] == "context.timezone"
+
+    @pytest.mark.parametrize("now", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+    @pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
+    async def test_now_outside_its_years_is_422_and_logs_nothing(
+        self, client: AsyncTestClient[Any], r: redis.Redis, now: str, zone: str | None
+    ) -> None:
+        """Issue 14.4: year 9999 with a time zone was a 500; year 1 was logged with a
+        negative decision id."""
+        logged = sum(r.xlen(s) for s in decision_streams())
+        ctx = {"placement": "campaign", "timezone": zone}
+        body = {"anonymous_id": "a", "context": ctx, "now": now}
+        resp = await client.post("/decide", json=body, headers=AUTH)
+        assert resp.status_code == 422 and resp.json()["field"] == "now", resp.text
+        assert sum(r.xlen(s) for s in decision_streams()) == logged
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"content": b'{"anonymous_id": "a"}', "headers": {"Content-Type": "text/plain"}},
+            {"data": {"anonymous_id": "a"}},  # a form
+            {"files": {"f": ("x.json", b"{}", "application/json")}},  # multipart
+            {"content": b'{"anonymous_id": "a"}'},  # no Content-Type at all
+        ],
+    )
+    async def test_only_json_bodies(self, client: AsyncTestClient[Any], kwargs: Any) -> None:
+        """Issue 14.8: text/plain, form and multipart bodies got 200."""
+        headers = {**AUTH, **kwargs.pop("headers", {})}
+        resp = await client.post("/decide", headers=headers, **kwargs)
+        assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
+
+    async def test_json_with_charset_is_json(self, client: AsyncTestClient[Any]) -> None:
+        body = json.dumps({"anonymous_id": "a", "context": {"placement": "home_banner"}})
+        headers = {**AUTH, "Content-Type": "application/json; charset=utf-8"}
+        resp = await client.post("/decide", content=body, headers=headers)
+        assert resp.status_code == 200, resp.text
+
+    async def test_duplicate_keys_are_400(self, client: AsyncTestClient[Any]) -> None:
+        """Issue 14.8: a repeated key silently took the last value."""
+        body = b'{"anonymous_id": "a", "context": {"placement": "campaign"}, "anonymous_id": "b"}'
+        resp = await client.post("/decide", content=body, headers={**AUTH, **JSON})
+        assert resp.status_code == 400 and resp.json()["field"] == "anonymous_id"
+        assert "duplicate key" in resp.json()["message"]
+
+    @pytest.mark.parametrize("path", ["/decide", "/events"])
+    async def test_empty_body_says_so(self, client: AsyncTestClient[Any], path: str) -> None:
+        """Issue 14.8: an empty body's message was 'data'."""
+        resp = await client.post(path, content=b"", headers={**AUTH, **JSON})
+        assert resp.status_code == 400
+        assert resp.json()["message"] == "the request body is empty: send a JSON object"
+
+    async def test_method_not_allowed_says_which_are(self, client: AsyncTestClient[Any]) -> None:
+        """Issue 14.7: 405 had no Allow header."""
+        resp = await client.get("/decide", headers=AUTH)
+        assert resp.status_code == 405 and "POST" in resp.headers["allow"]
 
     async def test_malformed_json(self, client: AsyncTestClient[Any]) -> None:
         resp = await client.post(
@@ -305,6 +431,8 @@ class TestAuth:
         wrong = await client.post("/decide", json=body, headers={"Authorization": "Bearer x"})
         assert no.status_code == wrong.status_code == 401
         assert no.json() == wrong.json()  # the same answer whatever failed
+        # issue 14.8: the 401 says how to authenticate
+        assert no.headers["www-authenticate"].startswith("Bearer")
 
     async def test_admin_route_needs_admin_key(self, client: AsyncTestClient[Any]) -> None:
         api = await client.post("/admin/models/reload", headers=AUTH)
@@ -323,12 +451,17 @@ class TestAuth:
 
 
 class TestOps:
-    async def test_health_ready_models_metrics_schema(self, client: AsyncTestClient[Any]) -> None:
+    async def test_health_ready_models_metrics_schema(
+        self, client: AsyncTestClient[Any], settings: Settings
+    ) -> None:
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = await client.get("/ready")
         assert ready.status_code == 200 and ready.json()["ready"]
         models = (await client.get("/models")).json()
         assert set(models["loaded"]["models"]) == {"propensity", "send_time", "channel"}
+        # issue 14.8: the unauthenticated /models does not show the server's folders
+        assert models["loaded"]["source"] == "bundle"
+        assert str(settings.models.models_dir) not in json.dumps(models)
         await decide(client, anonymous_id="anon-3")
         metrics = (await client.get("/metrics")).text
         assert "nextbest_decisions_total" in metrics
