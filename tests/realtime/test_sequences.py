@@ -83,7 +83,7 @@ class RecordingDecide:
 def make(client: aioredis.Redis, decide: Any) -> tuple[Realtime, Scheduler]:
     store = RealtimeStore(client)
     sched = Scheduler(client, CFG, store, decide, load_policy().experiments, clock=lambda: T0)
-    return Realtime(store, sched, clock=lambda: T0 + 10 * 86400), sched
+    return Realtime(store, sched, clock=lambda: T0 + 86400), sched  # inside the 7-day window
 
 
 async def cart_add(rt: Realtime, unit: str, eid: str, ts: float) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from litestar.testing import AsyncTestClient
 
 from contracts.keys import auth_failures_key
@@ -74,7 +75,8 @@ async def test_failed_authentication_is_throttled_per_client(
     s = settings_for(redis_url, model_bundle, tmp_path / "spool", NEXTBEST_AUTH_FAILURES_PER_MIN=3)
     body = {"anonymous_id": "af-1", "context": {"placement": "home_banner"}, "now": NOW}
     async with AsyncTestClient(app=create_app(s)) as c:
-        await c.app.state.engine.store.client.delete(auth_failures_key("testclient"))
+        # the test's own client: the app's pool lives on the app's event loop
+        redis.Redis.from_url(redis_url).delete(auth_failures_key("testclient"))
         wrong = {"Authorization": f"Bearer wrong-{uuid.uuid4().hex}"}
         codes = [(await c.post("/decide", json=body, headers=wrong)).status_code for _ in range(4)]
         assert codes == [401, 401, 401, 429]
