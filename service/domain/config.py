@@ -11,7 +11,7 @@ import yaml
 
 from contracts.vocabulary import DEFAULT_CHANNELS
 
-__all__ = ["Arm", "Cap", "PolicyConfig", "QuietHours", "load_policy"]
+__all__ = ["Arm", "Cap", "ColdStart", "PolicyConfig", "QuietHours", "load_policy"]
 
 
 class _S(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -76,6 +76,23 @@ class Realtime(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cart_boost: float = 1.3
 
 
+class ColdStart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who is decided from priors instead of the models, and how (decision.py ``_score_prior``)."""
+
+    #: a known customer with fewer events than this in the feature rows (page views since
+    #: sign-up, ``views_total``, plus messages received, ``sent_<channel>``; no behaviour and
+    #: no engagement row counts 0) is a cold start: flagged ``cold_start``, decided from priors
+    min_events: int = 3
+    #: the local hours a cold-start send may take when nothing says when the customer is
+    #: active: start inclusive, end exclusive, in the customer's time zone (the quiet hours
+    #: still apply); the population's best open hour inside this window is used
+    send_hours_start: int = 9
+    send_hours_end: int = 19
+    #: a customer seen (any event) within this many hours is active at that local hour: a
+    #: cold-start send goes out at that hour (when the quiet hours allow it)
+    session_hours: float = 2.0
+
+
 class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: log every candidate's factored score with each decision (what off-policy evaluation of
     #: other offers, channels and send times needs; about 1.5 KB per decision)
@@ -121,6 +138,7 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     eligibility: Eligibility
     experiments: Experiments
     realtime: Realtime = msgspec.field(default_factory=Realtime)
+    cold_start: ColdStart = msgspec.field(default_factory=ColdStart)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def validate(self, channels: Sequence[str] = DEFAULT_CHANNELS) -> PolicyConfig:
@@ -147,6 +165,12 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                     raise ValueError(
                         f"experiment {exp_name}, arm {a.name}: an explore arm needs epsilon > 0"
                     )
+        cs = self.cold_start
+        if cs.min_events < 0 or not (0 <= cs.send_hours_start < cs.send_hours_end <= 24):
+            raise ValueError(
+                "cold_start: min_events must be >= 0 and 0 <= send_hours_start < "
+                "send_hours_end <= 24"
+            )
         if not 0 <= self.experiments.global_holdout < 1:
             raise ValueError("experiments.global_holdout must be in [0, 1)")
         d = self.experiments.default

@@ -33,5 +33,7 @@ class DecideContext:
     realtime: dict[str, Any] | None = None
     #: categories of the open cart (the model path boosts their expected value)
     boost: frozenset[str] = frozenset()
+    #: epoch seconds of the unit's last event, from the real-time row (None: unknown)
+    session_ts: float | None = None
     #: seconds per stage (read, decide, commit) for the metrics
     stages: dict[str, float] = field(default_factory=dict)

@@ -73,7 +73,7 @@ def _cold_start_reason(ctx: DecideContext, features: object) -> str:
         return "anonymous"
     if ctx.state is None or "features_unavailable" in ctx.degraded:
         return "unavailable"
-    return "no_features" if features is None else "other"
+    return "no_features" if features is None else "little_history"
 
 
 class DecisionEngine:
@@ -179,13 +179,14 @@ class DecisionEngine:
         degraded: list[str] = []
         boost: frozenset[str] = frozenset()
         rt_log = None
+        session_ts: float | None = None
         # A known customer's real-time row rides in the state read below (one round trip);
         # an anonymous id is resolved first (it may be linked to a customer).
         rt_joint = self.realtime is not None and bool(req.customer_id)
         if self.realtime is not None and not rt_joint:
             try:
                 req, rt = await self.guard.call(self.realtime.prepare(req, offers))
-                boost, rt_log = rt.boost_categories, rt.log
+                boost, rt_log, session_ts = rt.boost_categories, rt.log, rt.session_ts
             except Exception as exc:
                 degraded.append("realtime_unavailable")
                 if not isinstance(exc, RedisSkipped):
@@ -213,6 +214,7 @@ class DecisionEngine:
             degraded=degraded,
             realtime=rt_log,
             boost=boost,
+            session_ts=session_ts,
         )
         rt_store = self.realtime.store if self.realtime is not None and rt_joint else None
         ctx.state = await self.state.read(
@@ -221,7 +223,7 @@ class DecisionEngine:
         if self.realtime is not None and ctx.state is not None and rt_joint:
             try:
                 ctx.req, rt = self.realtime.apply(ctx.req, offers, ctx.state.extra)
-                ctx.boost, ctx.realtime = rt.boost_categories, rt.log
+                ctx.boost, ctx.realtime, ctx.session_ts = rt.boost_categories, rt.log, rt.session_ts
             except Exception as exc:
                 ctx.degraded.append("realtime_unavailable")
                 log.warning("real-time state failed: %s", type(exc).__name__)
@@ -276,6 +278,7 @@ class DecisionEngine:
             tz_name=req.context.timezone,
             uniform=_uniform(ctx.decision_id),
             boost_categories=ctx.boost,
+            session_ts=ctx.session_ts,
         )
         if models is not None:
             scorer = models if features is not None else None

@@ -52,6 +52,9 @@ class RealtimeContext:
 
     boost_categories: frozenset[str] = frozenset()
     log: dict[str, Any] = field(default_factory=dict)
+    #: epoch seconds of the unit's last event (None: no real-time row); a cold start sends at
+    #: the local hour the customer was last active
+    session_ts: float | None = None
 
 
 class Realtime:
@@ -216,7 +219,10 @@ class Realtime:
                 v = feats.get(name, 0.0)
                 entry[name.replace("_ts", "_age_s")] = round(now - v, 3) if v > 0 else None
         active = boost and feats.get("cart_items_rt", 0.0) > 0
-        return req, RealtimeContext(cats if active else frozenset(), entry)
+        last = feats.get("last_event_ts", 0.0)
+        return req, RealtimeContext(
+            cats if active else frozenset(), entry, last if last > 0 else None
+        )
 
 
 def build_realtime(client: Any, engine: Any, settings: Any, clock: Clock = time.time) -> Realtime:

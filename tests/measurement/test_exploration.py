@@ -60,6 +60,7 @@ def _features() -> dict[str, np.ndarray]:
     raw = {name: 0.0 for names in RAW_FEATURES.values() for name in names}
     raw.update({f"consent_{c}": 1.0 for c in CHANNELS})
     raw.update(consent_sms=0.0, tz_offset=0.0, lifecycle=1.0, signup_day=20000.0)
+    raw.update(views_total=25.0)  # a customer with history (not a cold start)
     return {k: np.array([v]) for k, v in raw.items()}
 
 
