@@ -40,6 +40,7 @@ from service.engine.response import decide_response
 from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
 from service.observability import DECISION_ID, Metrics
+from service.realtime.reminders import cart_reminders
 from service.schemas import (
     NOW_YEARS,
     TIMEZONES,
@@ -180,6 +181,8 @@ class DecisionEngine:
         boost: frozenset[str] = frozenset()
         rt_log = None
         session_ts: float | None = None
+        cart: tuple[str, ...] = ()
+        cart_categories: dict[str, str] = {}
         # A known customer's real-time row rides in the state read below (one round trip);
         # an anonymous id is resolved first (it may be linked to a customer).
         rt_joint = self.realtime is not None and bool(req.customer_id)
@@ -187,6 +190,7 @@ class DecisionEngine:
             try:
                 req, rt = await self.guard.call(self.realtime.prepare(req, offers))
                 boost, rt_log, session_ts = rt.boost_categories, rt.log, rt.session_ts
+                cart, cart_categories = rt.cart, rt.cart_categories
             except Exception as exc:
                 degraded.append("realtime_unavailable")
                 if not isinstance(exc, RedisSkipped):
@@ -215,6 +219,8 @@ class DecisionEngine:
             realtime=rt_log,
             boost=boost,
             session_ts=session_ts,
+            cart=cart,
+            cart_categories=cart_categories,
         )
         rt_store = self.realtime.store if self.realtime is not None and rt_joint else None
         ctx.state = await self.state.read(
@@ -224,6 +230,7 @@ class DecisionEngine:
             try:
                 ctx.req, rt = self.realtime.apply(ctx.req, offers, ctx.state.extra)
                 ctx.boost, ctx.realtime, ctx.session_ts = rt.boost_categories, rt.log, rt.session_ts
+                ctx.cart, ctx.cart_categories = rt.cart, rt.cart_categories
             except Exception as exc:
                 ctx.degraded.append("realtime_unavailable")
                 log.warning("real-time state failed: %s", type(exc).__name__)
@@ -260,6 +267,12 @@ class DecisionEngine:
             ctx.degraded.append("models_unavailable")
         offers = models.offers if models else {}
         names = req.candidates if req.candidates is not None else list(offers)
+        if req.context.remind == "cart":
+            # only what was left in the cart (or its category): never something else
+            ctx.reminders = cart_reminders(
+                [*req.context.cart_items, *ctx.cart], ctx.cart_categories, offers
+            )
+            names = [n for n in names if n in ctx.reminders]
         features = state.features if state else None
         inp = DecisionInput(
             unit_id=ctx.unit,
@@ -285,6 +298,10 @@ class DecisionEngine:
             decision = decide(inp, self.policy, scorer, models.priors, ctx.spec)
         else:
             decision = Decision(action=None, cold_start=True)
+        if ctx.reminders is not None and not names:
+            decision.suppressed.append(
+                Suppression("ineligible", detail="remind: cart: nothing in the cart to remind of")
+            )
         decision.degraded[:0] = ctx.degraded
         if decision.cold_start and not decision.opted_out:
             self.metrics.cold_start.labels(reason=_cold_start_reason(ctx, features)).inc()
