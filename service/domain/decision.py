@@ -136,6 +136,12 @@ class DecisionInput:
     boost_categories: frozenset[str] = frozenset()
     #: epoch seconds of the customer's last event (real-time row; None: unknown)
     session_ts: float | None = None
+    #: learned from the customer's responses (service/realtime/responses.py): offers
+    #: dismissed within the cooldown (offer -> when), categories clicked or bought from,
+    #: (delivered, opened) per channel since the engagement features
+    dismissed: Mapping[str, float] = field(default_factory=dict)
+    responded_categories: frozenset[str] = frozenset()
+    channel_responses: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -293,6 +299,9 @@ def _eligible(inp: DecisionInput, cfg: PolicyConfig, out: Decision) -> list[Offe
             why = "already purchased"
         elif el.exclude_in_cart and o.category in inp.cart_categories:
             why = "already in cart"
+        elif o.offer_id in inp.dismissed:
+            ago = (inp.now - inp.dismissed[o.offer_id]) / 3600.0
+            why = f"dismissed {ago:.1f} h ago (cooldown {cfg.learning.dismiss_cooldown_hours:g} h)"
         else:
             for r in cfg.eligibility.rules:
                 if r.offer != o.offer_id:
@@ -436,17 +445,39 @@ def _score_prior(
     return Scores(offers, chans, p_ch, lift, p_conv, slots)
 
 
-def _lever(cfg: PolicyConfig, offer: Offer, boost: frozenset[str]) -> float:
-    """The value of converting ``offer`` here: margin or price, levers, the open cart's boost."""
+def _lever(
+    cfg: PolicyConfig,
+    offer: Offer,
+    boost: frozenset[str],
+    responded: frozenset[str] = frozenset(),
+) -> float:
+    """The value of converting ``offer`` here: margin or price, levers, the open cart's boost,
+    the boost of a category the customer responded to."""
     lever = cfg.realtime.cart_boost if offer.category in boost else 1.0
+    if offer.category in responded:
+        lever *= cfg.learning.category_boost
     return _value(cfg, offer) * lever
 
 
-def _with_value(cfg: PolicyConfig, c: Choice, boost: frozenset[str] = frozenset()) -> Choice:
+def _with_value(c: Choice, value: float) -> Choice:
     return Choice(
         c.offer, c.channel, c.send_at, c.local_hour, c.probability,
-        c.probability * _lever(cfg, c.offer, boost), c.propensity, c.channel_score, c.hour_lift,
+        c.probability * value, c.propensity, c.channel_score, c.hour_lift,
     )  # fmt: skip
+
+
+def _learn_channels(inp: DecisionInput, cfg: PolicyConfig, scores: Scores, out: Decision) -> None:
+    """P(open | channel) updated with the customer's responses since the features:
+    (k p + opens) / (k + delivered), k = ``learning.channel_prior_weight``."""
+    k = cfg.learning.channel_prior_weight
+    for j, c in enumerate(scores.channels):
+        if c not in inp.channel_responses:
+            continue
+        delivered, opened = inp.channel_responses[c]
+        p = float(scores.p_channel[j])
+        scores.p_channel[j] = (k * p + opened) / (k + delivered) if k + delivered > 0 else p
+        if c in out.channel_scores:
+            out.channel_scores[c] = float(scores.p_channel[j])
 
 
 def _popular(cfg: PolicyConfig, priors: Priors, choices: list[Choice]) -> Choice | None:
@@ -577,10 +608,14 @@ def decide(
     else:
         assert scorer is not None
         scores = _score_model(inp, spec, scorer, offers, slots, out)
+    if inp.channel_responses:
+        _learn_channels(inp, cfg, scores, out)
     boost = inp.boost_categories if not out.cold_start else frozenset()  # cold start: own boost
-    scores.value = np.array([_lever(cfg, o, boost) for o in offers], dtype=np.float64)
+    responded = inp.responded_categories
+    scores.value = np.array([_lever(cfg, o, boost, responded) for o in offers], dtype=np.float64)
     out.scores = scores
-    choices = [_with_value(cfg, c, boost) for c in _choices(scores, fixed_hour)]
+    values = {o.offer_id: float(v) for o, v in zip(offers, scores.value, strict=True)}
+    choices = [_with_value(c, values[c.offer.offer_id]) for c in _choices(scores, fixed_hour)]
     min_p = cfg.eligibility.min_propensity
     kept = []
     for c in choices:

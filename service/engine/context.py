@@ -39,6 +39,8 @@ class DecideContext:
     #: the open cart's items (offers or not) and their categories, from the real-time layer
     cart: tuple[str, ...] = ()
     cart_categories: dict[str, str] = field(default_factory=dict)
+    #: the unit's responses to messages, (member, time), from the real-time layer
+    responses: list[tuple[str, float]] = field(default_factory=list)
     #: ``context.remind``: offer id -> what it reminds of (None: not a reminder)
     reminders: dict[str, Reminder] | None = None
     #: seconds per stage (read, decide, commit) for the metrics

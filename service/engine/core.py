@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from contracts.features import DEFAULT_SPEC
+from contracts.features import DEFAULT_SPEC, ENGAGEMENT_VIEW
 from contracts.records import encode
 from service.adapters.breaker import Breaker
 from service.adapters.models import ModelSet
@@ -41,6 +41,7 @@ from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
 from service.observability import DECISION_ID, Metrics
 from service.realtime.reminders import cart_reminders
+from service.realtime.responses import summarize as summarize_responses
 from service.schemas import (
     NOW_YEARS,
     TIMEZONES,
@@ -97,7 +98,14 @@ class DecisionEngine:
         self.metrics = metrics
         self.guard = RedisGuard(redis_timeout_s, breaker)
         self.state = StateReader(store, self.guard, features, feature_timeout_s)
-        self.outcomes = FeedbackHandler(store, self.guard, spool, metrics, policy)
+        self.outcomes = FeedbackHandler(
+            store,
+            self.guard,
+            spool,
+            metrics,
+            policy,
+            lambda: self.models.offers if self.models else {},
+        )
         #: the real-time layer (service/realtime): identity, real-time features; optional
         self.realtime: Realtime | None = None
         #: called with (decision id, arm, stage seconds) after each decision (tracing); None: off
@@ -183,6 +191,7 @@ class DecisionEngine:
         session_ts: float | None = None
         cart: tuple[str, ...] = ()
         cart_categories: dict[str, str] = {}
+        responses: list[tuple[str, float]] = []
         # A known customer's real-time row rides in the state read below (one round trip);
         # an anonymous id is resolved first (it may be linked to a customer).
         rt_joint = self.realtime is not None and bool(req.customer_id)
@@ -190,7 +199,7 @@ class DecisionEngine:
             try:
                 req, rt = await self.guard.call(self.realtime.prepare(req, offers))
                 boost, rt_log, session_ts = rt.boost_categories, rt.log, rt.session_ts
-                cart, cart_categories = rt.cart, rt.cart_categories
+                cart, cart_categories, responses = rt.cart, rt.cart_categories, rt.responses
             except Exception as exc:
                 degraded.append("realtime_unavailable")
                 if not isinstance(exc, RedisSkipped):
@@ -221,6 +230,7 @@ class DecisionEngine:
             session_ts=session_ts,
             cart=cart,
             cart_categories=cart_categories,
+            responses=responses,
         )
         rt_store = self.realtime.store if self.realtime is not None and rt_joint else None
         ctx.state = await self.state.read(
@@ -231,6 +241,7 @@ class DecisionEngine:
                 ctx.req, rt = self.realtime.apply(ctx.req, offers, ctx.state.extra)
                 ctx.boost, ctx.realtime, ctx.session_ts = rt.boost_categories, rt.log, rt.session_ts
                 ctx.cart, ctx.cart_categories = rt.cart, rt.cart_categories
+                ctx.responses = rt.responses
             except Exception as exc:
                 ctx.degraded.append("realtime_unavailable")
                 log.warning("real-time state failed: %s", type(exc).__name__)
@@ -274,6 +285,15 @@ class DecisionEngine:
             )
             names = [n for n in names if n in ctx.reminders]
         features = state.features if state else None
+        learning = self.policy.learning
+        learned = summarize_responses(
+            ctx.responses,
+            ctx.now,
+            learning.dismiss_cooldown_hours * 3600.0,
+            state.feature_stamps.get(ENGAGEMENT_VIEW) if state else None,
+        )
+        if ctx.responses and ctx.realtime is not None:
+            ctx.realtime["responses"] = learned.as_log(ctx.now)
         inp = DecisionInput(
             unit_id=ctx.unit,
             known=ctx.known,
@@ -292,6 +312,9 @@ class DecisionEngine:
             uniform=_uniform(ctx.decision_id),
             boost_categories=ctx.boost,
             session_ts=ctx.session_ts,
+            dismissed=learned.dismissed,
+            responded_categories=learned.categories,
+            channel_responses=learned.channels,
         )
         if models is not None:
             scorer = models if features is not None else None

@@ -58,6 +58,8 @@ class RealtimeContext:
     #: every item of the open cart (offers and other items) and the categories known of them
     cart: tuple[str, ...] = ()
     cart_categories: dict[str, str] = field(default_factory=dict)
+    #: the unit's responses to messages, (member, time): service/realtime/responses.py
+    responses: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Realtime:
@@ -230,6 +232,7 @@ class Realtime:
             last if last > 0 else None,
             tuple(rt.cart),
             dict(rt.cart_categories),
+            list(rt.responses),
         )
 
 

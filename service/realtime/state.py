@@ -47,6 +47,7 @@ from contracts.keys import (
     purchased_key,
     realtime_state_key,
     realtime_window_key,
+    responses_key,
 )
 from service.adapters.feast_redis import FeastRedisLayout
 from service.realtime.features import FeastRowWriter
@@ -198,6 +199,8 @@ class RealtimeState:
     cart: dict[str, int]
     #: the category of each cart item whose event named one (item id -> category)
     cart_categories: dict[str, str] = field(default_factory=dict)
+    #: the unit's responses to messages, (member, time) (service/realtime/responses.py)
+    responses: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _s(x: Any) -> str:
@@ -378,16 +381,23 @@ class RealtimeStore:
         """Queue the reads of :meth:`read` on ``pipe`` (the decision's one round trip)."""
         pipe.hmget(self.layout.key(unit), self.layout.all_fields)
         pipe.hgetall(cart_key(unit))
-        return 2
+        pipe.zrange(responses_key(unit), 0, -1, withscores=True)
+        return 3
 
     def parse(self, replies: list[Any]) -> RealtimeState:
-        row, cart = replies
+        row, cart, responses = replies
         values, stamps = self.layout.decode(row)
         ts = max(stamps.values()) if stamps else None
         feats = {k: float(v[0]) for k, v in values.items()} if values is not None else None
         items = {_s(f)[2:]: int(float(_s(v))) for f, v in cart.items() if _s(f).startswith("q:")}
         cats = {_s(f)[2:]: _s(v) for f, v in cart.items() if _s(f).startswith("c:")}
-        return RealtimeState(feats, ts, items, {i: c for i, c in cats.items() if i in items})
+        return RealtimeState(
+            feats,
+            ts,
+            items,
+            {i: c for i, c in cats.items() if i in items},
+            [(_s(m), float(t)) for m, t in responses],
+        )
 
     async def read_resolved(self, anonymous_id: str) -> tuple[str | None, RealtimeState]:
         """(linked customer id or None, state of the id decisions should use)."""
