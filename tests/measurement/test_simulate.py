@@ -231,3 +231,28 @@ def test_choice_mix_shows_our_offers_and_channels_next_to_the_oracles(world: Wor
     c = mix["channel"].set_index("channel")
     assert c.loc["web", "ours"] == pytest.approx(1.0)
     assert c["oracle"].sum() == pytest.approx(1.0)
+
+
+def test_loop_merges_round_exports_into_one_training_log(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from training.cli.loop import merge_exports
+    from training.measurement.decision_log import load_log
+
+    rounds = []
+    for r in range(2):
+        d = tmp_path / f"round-{r}"
+        d.mkdir()
+        ts = pd.to_datetime([f"2026-11-1{6 + r}T0{k}:00:00Z" for k in range(3)], utc=True)
+        pd.DataFrame({"decision_id": [f"r{r}d{k}" for k in range(3)], "ts": ts}).to_parquet(
+            d / "decisions.parquet"
+        )
+        pd.DataFrame({"decision_id": [f"r{r}d0"], "event": ["opened"], "ts": ts[:1]}).to_parquet(
+            d / "feedback.parquet"
+        )
+        rounds.append(d)
+    counts = merge_exports(rounds, tmp_path / "all")
+    assert counts == {"decisions": 6, "feedback": 2}
+    decisions, feedback = load_log(tmp_path / "all")
+    assert decisions["ts"].is_monotonic_increasing and decisions["decision_id"].is_unique
+    assert set(feedback["decision_id"]) == {"r0d0", "r1d0"}
