@@ -21,6 +21,7 @@ from service.features.freshness import drop_stale
 
 CHANNELS = DEFAULT_SPEC.channels
 RAW_FEATURES = DEFAULT_SPEC.raw
+PRICE = DEFAULT_SPEC.propensity_features.index("offer_price")
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC).timestamp()  # 12:00 UTC
 
@@ -29,7 +30,7 @@ class FakeScorer:
     """Propensity grows with the offer price column; channel prefers push; hour peaks at 7."""
 
     def propensity(self, x: np.ndarray) -> np.ndarray:
-        price = x[:, -6].astype(np.float64)
+        price = x[:, PRICE].astype(np.float64)
         return 0.05 + price / 10_000.0
 
     def send_time(self, x: np.ndarray) -> np.ndarray:

@@ -467,9 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         "$NEXTBEST_POLICY_FILE, else the service's own)",
     )
 
-    from training.cli import loop
+    from training.cli import loop, taste
 
     loop.add_parser(sub, command)
+    taste.add_parser(sub, command)
 
     ltt = command("log-to-training", "exported log -> extra training rows", m.cmd_log_to_training)
     ltt.add_argument("--log", required=True, help="export-log folder")

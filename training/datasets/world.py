@@ -686,6 +686,9 @@ def generate_world(cfg: WorldConfig, out: Path) -> dict[str, int]:
     ev_out.to_parquet(out / "events.parquet", index=False)
     msg_out.to_parquet(out / "messages.parquet", index=False)
     world.save_truth(out)
+    from training.datasets.taste import add_taste  # per-category taste (issue 16.5)
+
+    add_taste(out)
     return {
         "customers": int((~world.anonymous).sum()),
         "anonymous_visitors": int(world.anonymous.sum()),
