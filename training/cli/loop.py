@@ -8,7 +8,7 @@ Round 0 simulates the service as it is. Each further round then:
    join the training rows, weighted by inverse propensity; training/pipeline/dataset.py);
 3. promotes (the registry's gates decide: a candidate that does not pass keeps the champion);
 4. exports the champion bundle into the service's models folder and reloads it
-   (``POST /admin/models/reload`` with ``--admin-key``; else waits ``--reload-wait`` seconds
+   (``POST /admin/models/reload``, with ``--admin-key`` when the service wants one; else waits ``--reload-wait`` seconds
    for the service's own poll of the folder);
 5. deletes the service's own keys (``nb:*``: contacts, purchases, responses, the log already
    exported; Feast's feature rows stay), so the next week starts as fresh as the first;
@@ -74,20 +74,14 @@ def _clear_service_keys(url: str) -> int:
 def _reload(url: str, admin_key: str | None, wait_s: float) -> str:
     import httpx
 
-    if admin_key:
-        try:
-            r = httpx.post(
-                f"{url.rstrip('/')}/admin/models/reload",
-                headers={"Authorization": f"Bearer {admin_key}"},
-                timeout=120.0,
-            )
-            if r.status_code == 200:
-                return f"reloaded ({r.json()})"
-            note = f"reload answered {r.status_code}"
-        except httpx.HTTPError as exc:
-            note = f"reload failed ({type(exc).__name__})"
-    else:
-        note = "no --admin-key"
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    try:
+        r = httpx.post(f"{url.rstrip('/')}/admin/models/reload", headers=headers, timeout=120.0)
+        if r.status_code == 200:
+            return f"reloaded ({r.json()})"
+        note = f"reload answered {r.status_code}"
+    except httpx.HTTPError as exc:
+        note = f"reload failed ({type(exc).__name__})"
     time.sleep(wait_s)
     return f"{note}: waited {wait_s:g}s for the service's poll of its models folder"
 
@@ -184,7 +178,7 @@ def add_parser(sub: Any, command: Any) -> None:
     lp.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     lp.add_argument("--api-key", default=None, help="default: $NEXTBEST_API_KEY")
     lp.add_argument("--admin-key", default=None, help="for /admin/models/reload; default: "
-                    "$NEXTBEST_ADMIN_KEY (without one: wait for the service's poll)")  # fmt: skip
+                    "$NEXTBEST_ADMIN_KEY (a refused reload: wait for the service's poll)")  # fmt: skip
     lp.add_argument("--reload-wait", type=float, default=45.0, help="seconds to wait for a reload")
     lp.add_argument(
         "--models-dir", default=None, help="the service's bundle folder (default: models/)"
