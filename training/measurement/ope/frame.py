@@ -83,19 +83,21 @@ class LogArrays:
     def data(self, pol: PolicyDist) -> LoggedData:
         return LoggedData(self.r, self.mu, pol.target(self.a), self.q_logged, self.dm_terms(pol))
 
-    def dm_refit_boot(self, pol: PolicyDist, n_boot: int, seed: int) -> F64:
-        """DM on ``n_boot`` row resamples, the reward model refitted on each (model error)."""
+    def dm_refit_boot(self, pols: Sequence[PolicyDist], n_boot: int, seed: int) -> F64:
+        """DM of each policy on ``n_boot`` row resamples, the reward model refitted on each
+        (so the interval carries the model's estimation error): shape (n_boot, len(pols))."""
         n, k = len(self.a), len(self.actions)
         rng = np.random.default_rng(seed + 1)
-        out = np.zeros(n_boot)
+        out = np.zeros((n_boot, len(pols)))
         kind: RewardModel = "lgbm" if self.fit.used == "lgbm" else "mean"
         for b in range(n_boot):
             idx = rng.integers(0, n, n)
             model, _ = fit_reward_model(
                 self.x[idx], self.a[idx], self.r[idx], k, kind, self.afeat, seed + b
             )
-            rr, aa, pp = pol.take(idx).pairs()
-            out[b] = float(np.sum(pp * model(self.x[idx][rr], aa))) / n
+            for j, pol in enumerate(pols):
+                rr, aa, pp = pol.take(idx).pairs()
+                out[b, j] = float(np.sum(pp * model(self.x[idx][rr], aa))) / n
         return out
 
 
@@ -166,8 +168,8 @@ def _evaluate_log(
     mu_all = _logging_matrix(df, actions, logging_probs) if logging_probs else None
     rows: list[dict[str, Any]] = []
     dr: dict[str, F64] = {}
-    for spec in policies:
-        pol = policy_dist(df, actions, spec)
+    pols = [policy_dist(df, actions, spec) for spec in policies]
+    for spec, pol in zip(policies, pols, strict=True):
         problem = support_problems(pol, la.a, actions, mu_all)
         if problem is not None:
             msg = f"policy {spec!r}: {problem}"
@@ -178,8 +180,11 @@ def _evaluate_log(
                     "unsupported='warn' (--unsupported warn)."
                 )
             notes.append("WARNING " + msg + " (their value rests on the reward model alone)")
+    want = n_boot > 1 and "DM" in methods and dm_refits > 1
+    boots = la.dm_refit_boot(pols, min(n_boot, dm_refits), seed) if want else None
+    for j, (spec, pol) in enumerate(zip(policies, pols, strict=True)):
         d = la.data(pol)
-        boot = la.dm_refit_boot(pol, min(n_boot, dm_refits), seed) if n_boot > 1 else None
+        boot = boots[:, j] if boots is not None and "DM" in methods else None
         target = d.target
         match = float(np.mean(target > 0))
         events = effective_sample_size(d.w) * float(np.mean(la.r != 0))

@@ -6,9 +6,9 @@ correction ``w (r - q)`` is not fooled by a model that memorised the row.
 * ``mean``: the mean reward of each action in the training folds (the overall mean for an
   action the folds never saw). No context.
 * ``lgbm``: one LightGBM model over *context and action features together*: the context
-  columns ``x``, the action's id (categorical), and the action's features (by default the
-  parts of an ``offer|channel|hour`` action name: offer and channel categorical, hour
-  numeric, plus any ``a_*`` columns of a catalogue). Being one model, it learns from every
+  columns ``x`` and the action's features (by default the parts of an ``offer|channel|hour``
+  action name: offer and channel integer-coded, hour numeric, plus any ``a_*`` columns of a
+  catalogue; an action name without parts or features enters as a categorical id). Being one model, it learns from every
   row, predicts actions the log rarely or never took through their features, and does not
   need a minimum number of rows per action. Binary objective for 0/1 rewards, regression
   otherwise. It falls back to ``mean`` only when it cannot be fitted: fewer than
@@ -93,15 +93,17 @@ def _mean_model(a: I64, r: F64, n_actions: int) -> Predictor:
 
 
 def _design(x: F64, actions: I64, afeat: F64) -> F64:
-    return np.column_stack([x, actions.astype(np.float64), afeat[actions]])
+    """Context, then the action: its features when it has some, else its id (categorical)."""
+    if afeat.shape[1]:
+        return np.column_stack([x, afeat[actions]])
+    return np.column_stack([x, actions.astype(np.float64)])
 
 
 def _lgbm_model(x: F64, a: I64, r: F64, afeat: F64, seed: int) -> Predictor:
     import lightgbm as lgb
 
     binary = bool(np.isin(r, (0.0, 1.0)).all())
-    d = x.shape[1]
-    cat = [d]  # the action id
+    cat = [] if afeat.shape[1] else [x.shape[1]]  # the action id, when it has no features
     ds = lgb.Dataset(_design(x, a, afeat), r, categorical_feature=cat, free_raw_data=True)
     booster = lgb.train(_lgbm_params(binary, len(r), seed), ds, num_boost_round=100)
 
