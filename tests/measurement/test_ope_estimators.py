@@ -171,7 +171,7 @@ def test_harness_smoke_simulator_and_log_split() -> None:
                             world_customers=3000, reward="opened")  # fmt: skip
     res = harness.simulate_harness(cfg, None, methods=("IPS", "SNIPS", "DM", "DR", "Switch-DR"))
     assert set(res.summary["policy"]) == {
-        "model", "rule: e-mail at 10:00", "send time 19:00", "channel: push",
+        "model", "rule_email_10h", "send_time_19h", "channel_push",
     }  # fmt: skip
     assert (res.summary["truth"] > 0).all()
     assert res.recommended.split(" ")[0] in {"IPS", "SNIPS", "DM", "DR", "Switch-DR"}

@@ -249,13 +249,20 @@ def cmd_ope_harness(args: argparse.Namespace) -> int:
     else:
         from training.settings import paths
 
-        world = Path(args.world) if args.world else paths().data_dir
+        world = None if args.world == "memory" else Path(args.world or paths().data_dir)
         cfg = harness.SimConfig(
             customers=args.customers, reps=args.reps, epsilon=args.epsilon,
             explore_top=args.explore_top, reward=args.reward, reward_model=args.reward_model,
             folds=args.folds, n_boot=args.bootstrap, dm_refits=args.dm_refits, alpha=args.alpha,
             seed=args.seed,
         )  # fmt: skip
+        if args.write_log:
+            df, truth = harness.simulated_log(cfg, world)
+            df.to_parquet(args.write_log, index=False)
+            print(f"{len(df):,} exploration decisions (reward {args.reward}) -> {args.write_log}")
+            for spec, v in truth.items():
+                print(f"  true value of {spec}: {v:.5g}")
+            return 0
         res = harness.simulate_harness(cfg, world, methods, progress=lambda s: print(s, flush=True))
     print(res.render())
     if args.out:

@@ -476,8 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     har.add_argument(
         "--world",
         default=None,
-        help="simulator: a generated world folder (default: $NEXTBEST_DATA_DIR if it holds a "
-        "world, else the world's latent traits generated in memory)",
+        help="simulator: a generated world folder, or `memory`: the world's latent traits "
+        "generated in memory (default: $NEXTBEST_DATA_DIR if it holds a world, else memory)",
     )
     har.add_argument(
         "--customers", type=int, default=4000, help="simulator: decisions per repetition"
@@ -507,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     har.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples")
     har.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
     har.add_argument("--out", default=None, help="write the per-candidate summary here (CSV)")
+    har.add_argument(
+        "--write-log",
+        default=None,
+        metavar="FILE",
+        help="simulator: only write one exploration log of --customers decisions (Parquet, OPE "
+        "schema, candidates in cand_* columns) and print the candidates' true values",
+    )
     ope_common(har)
 
     from training.datasets.hillstrom import DEFAULT_PATH as HILLSTROM_PATH

@@ -21,10 +21,12 @@ traits themselves. Candidates:
 
 | candidate | action |
 |---|---|
-| model | the model's (offer, channel, hour) |
-| rule: e-mail at 10:00 | the model's offer by e-mail at 10:00 (the model's channel and hour without e-mail consent) |
-| send time 19:00 | the model's offer and channel at 19:00 local |
-| channel: push | the model's offer by push at the model's hour (19:00 if quiet for push; the model's channel without push consent) |
+| ``model`` | the model's (offer, channel, hour) |
+| ``rule_email_10h`` | the model's offer by e-mail at 10:00 (the model's channel and hour without e-mail consent) |
+| ``send_time_19h`` | the model's offer and channel at 19:00 local |
+| ``channel_push`` | the model's offer by push at the model's hour (19:00 if quiet for push; the model's channel without push consent) |
+
+In the log each candidate's action is in column ``cand_<name>`` (``column:cand_<name>``).
 
 **A split of an exploration log** (:func:`split_harness`): the log's rows are split in two
 at random; on one half the candidate's on-policy value is estimated without a model by
@@ -63,6 +65,7 @@ __all__ = [
     "SimConfig",
     "recommend",
     "simulate_harness",
+    "simulated_log",
     "split_harness",
     "summarise",
 ]
@@ -352,9 +355,9 @@ def _candidates(d: _Decisions) -> dict[str, tuple[I64, I64, I64]]:
     chan = (o, np.where(ok_p, push, ch), np.where(ok_p, ph, h))
     return {
         "model": d.greedy,
-        "rule: e-mail at 10:00": rule,
-        "send time 19:00": send,
-        "channel: push": chan,
+        "rule_email_10h": rule,
+        "send_time_19h": send,
+        "channel_push": chan,
     }
 
 
@@ -409,6 +412,16 @@ def _sim_log(
         specs.append(spec)
         truth[spec] = float(np.mean(_p_reward(sw, cfg.reward, c, co, cch, chh.astype(np.float64))))
     return df, truth, specs
+
+
+def simulated_log(
+    cfg: SimConfig, data: Path | None = None, rep: int = 0
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """One exploration log in the OPE schema (with the candidates' ``cand_*`` columns) and
+    each candidate's true value on its customers."""
+    world, _ = _load_world(data, cfg)
+    df, truth, _ = _sim_log(_sim_world(world, cfg), cfg, rep)
+    return df, truth
 
 
 def simulate_harness(
