@@ -5,6 +5,8 @@ Pure-logic tests on small synthetic logs whose true values are known (no service
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -190,3 +192,25 @@ def test_export_fills_model_versions_and_allocation() -> None:
     row = decision_log.flatten_decisions([rec]).iloc[0]
     assert row["model_version_propensity"] == "3" and row["model_version_send_time"] == "2"
     assert row["model_version_channel"] == "1" and row["allocation"] == "caller"
+
+
+def test_cli_reports_fallback_support_and_harness(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    df, _ = _log(150, seed=9)
+    path = tmp_path / "log.csv"
+    df.to_csv(path, index=False)
+    assert main(["ope", "--log", str(path), "--policy", "column:best", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "FELL BACK to mean" in out and "boot_low" in out and "Switch-DR" in out
+    assert main(["ope", "--log", str(path), "--policy", "constant:zzz"]) == 2
+    assert "missing support" in capsys.readouterr().out
+    big, _ = _log(3000, seed=10)
+    big.to_parquet(tmp_path / "big.parquet")
+    rc = main(["ope-harness", "--log", str(tmp_path / "big.parquet"), "--policy", "constant:a",
+               "--reps", "2", "--bootstrap", "20", "--reward-model", "mean", "--folds", "2",
+               "--methods", "IPS,DR", "--out", str(tmp_path / "h.csv")])  # fmt: skip
+    assert rc == 0 and "RECOMMENDED" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "h.csv")) == 2
