@@ -208,6 +208,25 @@ def bootstrap_counts(n: int, n_boot: int, seed: int) -> F64:
     return out
 
 
+#: resamples x rows of one block of bootstrap counts (memory: 8 bytes each)
+_BLOCK_CELLS = 4_000_000
+
+
+def _boot_draws(boot: Callable[[F64], F64], n: int, n_boot: int, seed: int) -> F64:
+    """``boot`` over ``n_boot`` row resamples, in blocks that bound the memory. The same
+    ``seed`` gives the same resamples, so every estimator sees the same ones."""
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_boot, _BLOCK_CELLS // max(n, 1)))
+    out = []
+    done = 0
+    while done < n_boot:
+        b = min(block, n_boot - done)
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)])
+        out.append(boot(counts.astype(np.float64)))
+        done += b
+    return np.concatenate(out)
+
+
 @dataclass(frozen=True)
 class _Fit:
     """One estimator on one log: value, per-row CLT terms, applied weights, a bootstrap."""
@@ -361,13 +380,12 @@ def estimate(
 ) -> list[Estimate]:
     """Every estimator of ``methods`` on one log (model-based ones skipped without a model).
 
-    ``counts``: a bootstrap count matrix (:func:`bootstrap_counts`) to share resamples across
-    calls; else one is drawn when ``n_boot > 0``. ``dm_boot``: resampled DM values from
+    ``counts``: a bootstrap count matrix (:func:`bootstrap_counts`); else ``n_boot``
+    resamples are drawn from ``seed`` in memory-bounded blocks (the same for every
+    estimator). ``dm_boot``: resampled DM values from
     refitted reward models, used for DM's bootstrap interval (``value +- z sd``) instead of
     the row bootstrap that holds the model fixed."""
     z = _z(alpha)
-    if counts is None and n_boot > 0:
-        counts = bootstrap_counts(d.n, n_boot, seed)
     out = []
     for m in methods:
         if m in _MODEL_BASED and d.dm is None:
@@ -379,8 +397,8 @@ def estimate(
         if m == "DM" and dm_boot is not None and len(dm_boot) > 1:
             s = float(np.std(dm_boot, ddof=1))
             boot = clip_interval(f.value - z * s, f.value + z * s, reward_range)
-        elif counts is not None and len(counts):
-            draws = f.boot(counts)
+        elif (counts is not None and len(counts)) or n_boot > 0:
+            draws = f.boot(counts) if counts is not None else _boot_draws(f.boot, d.n, n_boot, seed)
             draws = draws[np.isfinite(draws)]
             if len(draws):
                 lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])

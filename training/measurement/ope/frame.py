@@ -31,7 +31,6 @@ from training.measurement.ope.estimators import (
     I64,
     MIN_EFFECTIVE_EVENTS,
     LoggedData,
-    bootstrap_counts,
     effective_sample_size,
     estimate,
     paired_difference,
@@ -162,9 +161,7 @@ def _evaluate_log(
     notes: list[str],
 ) -> tuple[list[dict[str, Any]], RewardFit]:
     la = log_arrays(df, actions, reward_model, features, folds, seed, catalogue)
-    n = len(la.a)
     rng_range = reward_range if reward_range is not None else reward_range_of(la.r)
-    counts = bootstrap_counts(n, n_boot, seed) if n_boot > 0 else None
     mu_all = _logging_matrix(df, actions, logging_probs) if logging_probs else None
     rows: list[dict[str, Any]] = []
     dr: dict[str, F64] = {}
@@ -189,7 +186,7 @@ def _evaluate_log(
         match = float(np.mean(target > 0))
         events = effective_sample_size(d.w) * float(np.mean(la.r != 0))
         extra = {"match": match, "ess_events": events, "reliable": events >= MIN_EFFECTIVE_EVENTS}
-        for est in estimate(d, methods, alpha, n_boot, seed, rng_range, counts, boot):
+        for est in estimate(d, methods, alpha, n_boot, seed, rng_range, None, boot):
             e_extra = dict(extra)
             if est.method == "DM":  # no weights: its trust rests on the reward model
                 e_extra["ess_events"] = float(np.sum(la.r != 0))
