@@ -217,12 +217,13 @@ def _boot_draws(boot: Callable[[F64], F64], n: int, n_boot: int, seed: int) -> F
     ``seed`` gives the same resamples, so every estimator sees the same ones."""
     rng = np.random.default_rng(seed)
     block = max(1, min(n_boot, _BLOCK_CELLS // max(n, 1)))
+    p = np.full(n, 1.0 / n)
     out = []
     done = 0
     while done < n_boot:
         b = min(block, n_boot - done)
-        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)])
-        out.append(boot(counts.astype(np.float64)))
+        counts = rng.multinomial(n, p, size=b).astype(np.float64)  # = bootstrap_counts' rows
+        out.append(boot(counts))
         done += b
     return np.concatenate(out)
 
