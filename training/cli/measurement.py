@@ -66,6 +66,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(lift.render_html(rep))
         print(f"\nHTML report: {args.html}")
+    if args.figure and not rep.lift.empty:
+        print(f"forest plot: {lift.write_forest_png(rep.lift, args.figure)}")
     return 2 if any(s.mismatch for s in rep.srm) and args.fail_on_srm else 0
 
 
@@ -291,6 +293,8 @@ def cmd_hillstrom(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(lift.render_html(check.report))
         print(f"HTML report: {args.html}")
+    if args.figure and not check.report.lift.empty:
+        print(f"forest plot: {lift.write_forest_png(check.report.lift, args.figure)}")
     res = hillstrom_validation.uplift_policy(
         df, target=args.target, cost=args.cost, seed=args.seed, n_boot=args.bootstrap
     )

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from contracts.models import CANDIDATE, CHAMPION
 from training.cli import measurement as m
 from training.cli import pipeline as p
 from training.settings import MODELS_DIR
@@ -191,6 +192,12 @@ def html_option(what: str) -> argparse.ArgumentParser:
     parent.add_argument(
         "--html", default=None, metavar="FILE", help=f"also write {what} as HTML to this file"
     )
+    parent.add_argument(
+        "--figure",
+        default=None,
+        metavar="PNG",
+        help="also write the lift forest plot to this PNG file (e.g. docs/figures/lift.png)",
+    )
     return parent
 
 
@@ -298,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["propensity", "send_time", "channel", "all"],
         default="all",
         help="the model to roll back",
+    )
+    fig = command(
+        "figures",
+        "copy the evaluation plots (calibration, importance, send hours) of the registered "
+        "models out of MLflow",
+        p.cmd_figures,
+    )
+    fig.add_argument("--out", default="docs/figures", help="folder for the PNG files")
+    fig.add_argument(
+        "--alias",
+        default=CHAMPION,
+        choices=[CHAMPION, CANDIDATE],
+        help="which registered version's plots",
     )
     command(
         "export-bundle",
