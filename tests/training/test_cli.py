@@ -85,7 +85,8 @@ class TestTree:
         monkeypatch.setenv("NEXTBEST_DATA_DIR", str(tmp_path / "elsewhere"))
         world = tmp_path / "w"
         assert main(["generate", "--customers", "400", "--seed", "3", "--data", str(world)]) == 0
-        assert (world / "world.json").exists() and (world / "messages.parquet").exists()
+        assert (world / "world.json").exists() and (world / "raw" / "messages.parquet").exists()
+        assert (world / "features" / "customer_behaviour.parquet").exists()
         assert f"-> {world}" in capsys.readouterr().out
         assert os.environ["NEXTBEST_DATA_DIR"] == str(tmp_path / "elsewhere")  # restored
         assert not (tmp_path / "elsewhere").exists()

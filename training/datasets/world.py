@@ -483,7 +483,10 @@ def _gen_messages(world: World, rng: np.random.Generator) -> pd.DataFrame:
         / 24.0
     )
     p_rule = (
-        (channel == ch_rule) * (popular[None, :] == offer[:, None]).sum(axis=1) / 3.0 * (local_h == 10)
+        (channel == ch_rule)
+        * (popular[None, :] == offer[:, None]).sum(axis=1)
+        / 3.0
+        * (local_h == 10)
     )
     propensity = cfg.random_send_share * p_random + (1 - cfg.random_send_share) * p_rule
     order = np.lexsort((cust, sent))

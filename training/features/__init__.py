@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -366,5 +366,3 @@ def compute_features(
         df.to_parquet(data.feature_table(name), index=False)
         rows[name] = len(df)
     return FeatureRun(rows, snaps, engine, time.perf_counter() - t0)
-
-

@@ -170,8 +170,10 @@ def _as_bool(s: pd.Series) -> tuple[pd.Series, Mask]:
         v[s == 1] = True
         v[s == 0] = False
         return v, v.isna() & s.notna()
-    text = s.astype(object).where(s.notna(), None).map(
-        lambda x: None if x is None else str(x).strip().lower()
+    text = (
+        s.astype(object)
+        .where(s.notna(), None)
+        .map(lambda x: None if x is None else str(x).strip().lower())
     )
     v = pd.Series(pd.NA, index=s.index, dtype="boolean")
     v[text.isin(_TRUE)] = True
@@ -230,7 +232,9 @@ class _Checker:
                 )
             self.fail(f"bad_type:{col.name}", bad.to_numpy())
             if not col.nullable:
-                self.fail(f"missing_value:{col.name}", (raw.isna().reset_index(drop=True)).to_numpy())
+                self.fail(
+                    f"missing_value:{col.name}", (raw.isna().reset_index(drop=True)).to_numpy()
+                )
             self.typed[col.name] = typed
 
     def fail(self, check: str, mask: Any) -> None:
@@ -433,8 +437,8 @@ def ingest(
     m.fail("unknown_customer", (mc.notna() & ~mc.isin(signup.keys())).to_numpy())
     mo = m.col("offer_id")
     m.fail("unknown_offer", (mo.notna() & ~mo.isin(offer_cat.keys())).to_numpy())
-    ch = m.col("channel")
-    m.fail("unknown_channel", (ch.notna() & ~ch.isin(vocab.channels)).to_numpy())
+    chan = m.col("channel")
+    m.fail("unknown_channel", (chan.notna() & ~chan.isin(vocab.channels)).to_numpy())
     m.future(now, "sent_at", "delivered_at", "opened_at", "clicked_at", "converted_at")
     deliv, opened, clicked = m.col("delivered"), m.col("opened"), m.col("clicked")
     m.fail(
@@ -523,10 +527,11 @@ def format_report(report: IngestReport) -> str:
             lines.append(f"  {t.name}: {n}")
         if t.extra_columns and t.name == "customers":
             lines.append(f"  customers: attributes kept: {', '.join(t.extra_columns)}")
-    v = report.vocabulary
+    voc = report.vocabulary
     lines.append("")
-    lines.append(f"  channels    {', '.join(v['channels'])} (outbound: {', '.join(v['outbound'])})")
-    lines.append(f"  categories  {', '.join(v['categories'])} (from {v['categories_from'][0]})")
+    lines.append(
+        f"  channels    {', '.join(voc['channels'])} (outbound: {', '.join(voc['outbound'])})"
+    )
+    lines.append(f"  categories  {', '.join(voc['categories'])} (from {voc['categories_from'][0]})")
     lines.append(f"  history     {report.history['first']} .. {report.history['last']}")
     return "\n".join(lines)
-
