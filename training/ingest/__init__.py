@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from contracts.tables import (
     CUSTOMERS,
@@ -202,6 +204,7 @@ class _Checker:
 
     def __init__(self, table: Table, df: pd.DataFrame, columns: tuple[Column, ...], path: Path):
         self.table = table
+        self.columns = columns
         self.original = df.reset_index(drop=True)
         self.n = len(self.original)
         self.report = TableReport(table.name, str(path), rows=self.n)
@@ -274,7 +277,7 @@ class _Checker:
                 out[c] = self.original.loc[ok, c].reset_index(drop=True)
         elif rep.extra_columns:
             rep.notes.append(f"ignored columns (not in the contract): {rep.extra_columns}")
-        out.to_parquet(data.raw_table(self.table.name), index=False)
+        _write(out, self.columns, data.raw_table(self.table.name))
         bad = ~ok
         rejected = self.original[bad].astype(object).where(self.original[bad].notna(), None)
         rejected = rejected.map(lambda v: v if v is None else str(v))
@@ -286,6 +289,28 @@ class _Checker:
         rejected["reason"] = reasons[bad]
         rejected.to_parquet(data.rejected / f"{self.table.name}.parquet", index=False)
         return out
+
+
+_ARROW = {
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+}
+
+
+def _write(df: pd.DataFrame, columns: tuple[Column, ...], path: Path) -> None:
+    """Parquet with the contract's column types (also for a column that is all empty)."""
+    types = {c.name: _ARROW[c.type] for c in columns}
+    arrays = []
+    for name in df.columns:
+        arr = pa.Array.from_pandas(df[name])
+        want = types.get(name)
+        if want is not None and arr.type != want:
+            arr = pa.nulls(len(arr), want) if arr.null_count == len(arr) else arr.cast(want)
+        arrays.append(arr)
+    pq.write_table(pa.Table.from_arrays(arrays, names=[str(c) for c in df.columns]), path)
 
 
 # ------------------------------------------------------------------------------ checks
