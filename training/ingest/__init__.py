@@ -127,6 +127,8 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def _as_string(s: pd.Series) -> tuple[pd.Series, Mask]:
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):  # the fast path
+        return s.astype(object), pd.Series(False, index=s.index)
     out = s.astype(object).where(s.notna(), None)
     out = out.map(lambda v: v if v is None or isinstance(v, str) else _str_scalar(v))
     return out.astype(object), pd.Series(False, index=s.index)
