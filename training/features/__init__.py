@@ -46,6 +46,7 @@ __all__ = [
     "CART_DAYS",
     "ENGINES",
     "MONEY_DAYS",
+    "SNAPSHOTS",
     "VIEWS_DAYS",
     "FeatureRun",
     "compute_features",
@@ -65,6 +66,8 @@ CART_DAYS = 7  # 1 week (``cart_items``, ``cart_abandons_7d``)
 #: lapsing without an event in this many days before the end of the history
 LIFECYCLE_DAYS = 30
 I64 = "int64"
+#: the key of the behaviour + engagement table in :func:`feature_expressions`
+SNAPSHOTS = "snapshots"
 
 
 def snapshot_times(start: datetime, end: datetime, every_days: int = 7) -> list[datetime]:
@@ -134,8 +137,10 @@ def feature_expressions(
 ) -> tuple[dict[str, ir.Table], list[datetime], FeatureSpec]:
     """The feature-view tables of ``data_dir``'s raw tables as Ibis expressions on ``con``.
 
-    Columns: ``customer_id`` (or ``offer_id``), ``ts_s`` (the row's time, epoch seconds), the
-    view's features in :mod:`contracts.features` order.
+    Keys: the profile and catalogue views, and :data:`SNAPSHOTS` (the behaviour and the
+    engagement views' features in one table: they share the snapshot grid). Columns:
+    ``customer_id`` (or ``offer_id``), ``ts_s`` (the row's time, epoch seconds), the
+    features in :mod:`contracts.features` order.
     """
     data = DataLayout(data_dir)
     spec = feature_spec(load_vocabulary(data.vocabulary))
@@ -267,7 +272,8 @@ def feature_expressions(
 
     opens_total = sum((g[f"opened_{c}"] for c in spec.channels), ibis.literal(0, I64))
     act_total = sum((g[f"act_h{h:02d}"] for h in range(HOURS)), ibis.literal(0, I64))
-    behaviour = g.select(
+    # behaviour and engagement come from the same grid: one table, split when written
+    snapshots = g.select(
         customer_id=g.cid,
         ts_s=g.ts_s,
         recency_days=(g.ts_s - g.last_buy_s) / float(DAY),
@@ -277,10 +283,6 @@ def feature_expressions(
         cart_abandons_7d=g.cart_abandons_7d,
         views_total=g.views_total,
         **{f"views_{c}_30d": g[f"views_{c}_30d"] for c in spec.categories},
-    )
-    engagement = g.select(
-        customer_id=g.cid,
-        ts_s=g.ts_s,
         **{f"sent_{c}": g[f"sent_{c}"] for c in spec.channels},
         **{f"open_rate_{c}": g[f"opened_{c}"] / g[f"delivered_{c}"].nullif(0)
            for c in spec.channels},
@@ -324,17 +326,16 @@ def feature_expressions(
     )
     views_out = {
         spec.profile.name: profile,
-        spec.behaviour.name: behaviour,
-        spec.engagement.name: engagement,
+        SNAPSHOTS: snapshots,
         spec.offers.name: catalogue,
     }
     return views_out, snaps, spec
 
 
-def _frame(expr: ir.Table, view: View) -> pd.DataFrame:
+def _frame(expr: ir.Table | pd.DataFrame, view: View) -> pd.DataFrame:
     """Execute ``expr`` and give it the view's column order and dtypes (``event_timestamp``
     in UTC), rows sorted by entity and time."""
-    df = expr.to_pandas()
+    df = expr.to_pandas() if isinstance(expr, ir.Table) else expr
     key = view.join_key
     df = df.sort_values([key, "ts_s"], kind="stable").reset_index(drop=True)
     out = pd.DataFrame({key: df[key].astype(str)})
@@ -345,9 +346,10 @@ def _frame(expr: ir.Table, view: View) -> pd.DataFrame:
             out[f.name] = col.astype(np.int64)
         else:  # the catalogue keeps its prices exact; Feast reads them as float32
             out[f.name] = col.astype(np.float64 if key == "offer_id" else np.float32)
-    for c in df.columns:  # the catalogue's descriptive columns
-        if c not in out and c != "ts_s":
-            out[c] = df[c]
+    if key == "offer_id":  # the catalogue's descriptive columns
+        for c in df.columns:
+            if c not in out and c != "ts_s":
+                out[c] = df[c]
     return out
 
 
@@ -362,7 +364,10 @@ def compute_features(
     data.features.mkdir(parents=True, exist_ok=True)
     rows: dict[str, int] = {}
     for name, expr in exprs.items():
-        df = _frame(expr, spec.view(name))
-        df.to_parquet(data.feature_table(name), index=False)
-        rows[name] = len(df)
+        views = (spec.behaviour, spec.engagement) if name == SNAPSHOTS else (spec.view(name),)
+        table = expr.to_pandas()
+        for view in views:
+            df = _frame(table, view)
+            df.to_parquet(data.feature_table(view.name), index=False)
+            rows[view.name] = len(df)
     return FeatureRun(rows, snaps, engine, time.perf_counter() - t0)
