@@ -66,6 +66,9 @@ CART_DAYS = 7  # 1 week (``cart_items``, ``cart_abandons_7d``)
 #: lapsing without an event in this many days before the end of the history
 LIFECYCLE_DAYS = 30
 I64 = "int64"
+F64 = "float64"
+#: a typed 0.0 (a bare float literal is a DECIMAL on Spark, and a decimal division rounds)
+ZERO = ibis.literal(0.0, F64)
 #: the key of the behaviour + engagement table in :func:`feature_expressions`
 SNAPSHOTS = "snapshots"
 
@@ -186,7 +189,7 @@ def feature_expressions(
         cid=events.customer_id,
         typ=events.type,
         category=events.category,
-        value=ibis.coalesce(events.value, 0.0),
+        value=ibis.coalesce(events.value.cast(F64), ZERO),
         s=events.timestamp.epoch_seconds().cast(I64),
     )
     ev = ev.filter(ev.s < end_s)
@@ -197,7 +200,7 @@ def feature_expressions(
     # (column, indicator or value, window in days or None for all history)
     parts: list[tuple[str, ir.Value, int | None]] = [
         ("frequency_90d", _i(is_buy), MONEY_DAYS),
-        ("monetary_90d", ibis.ifelse(is_buy, ev.value, 0.0), MONEY_DAYS),
+        ("monetary_90d", ibis.ifelse(is_buy, ev.value, ZERO), MONEY_DAYS),
         ("cart_adds", _i(ev.typ == "cart_add"), CART_DAYS),
         ("cart_closes", _i(ev.typ.isin(["purchase", "cart_abandon"])), CART_DAYS),
         ("cart_abandons_7d", _i(ev.typ == "cart_abandon"), CART_DAYS),
@@ -205,7 +208,7 @@ def feature_expressions(
         *((name, _i(cond), VIEWS_DAYS) for name, cond in views.items()),
         *((f"act_h{h:02d}", _i(local_hour == h), None) for h in range(HOURS)),
     ]
-    zero = {name: (ibis.literal(0.0) if name == "monetary_90d" else ibis.literal(0, I64))
+    zero = {name: (ZERO if name == "monetary_90d" else ibis.literal(0, I64))
             for name, _, _ in parts}  # fmt: skip
     columns = [name for name, _, _ in parts]
     # +value in the bucket of the event; -value in the bucket W days later (window ends)
@@ -264,7 +267,7 @@ def feature_expressions(
     w = ibis.cumulative_window(group_by=g.cid, order_by=g.k)
     acc: dict[str, ir.Value] = {}
     for c in [*columns, *msg_cols]:
-        fill = 0.0 if c == "monetary_90d" else 0
+        fill = ZERO if c == "monetary_90d" else ibis.literal(0, I64)
         acc[c] = ibis.coalesce(g[c], fill).sum().over(w)
     acc["last_buy_s"] = g.last_buy_s.max().over(w)
     g = g.mutate(**acc)
@@ -276,7 +279,7 @@ def feature_expressions(
     snapshots = g.select(
         customer_id=g.cid,
         ts_s=g.ts_s,
-        recency_days=(g.ts_s - g.last_buy_s) / float(DAY),
+        recency_days=(g.ts_s - g.last_buy_s).cast(F64) / ibis.literal(float(DAY), F64),
         frequency_90d=g.frequency_90d,
         monetary_90d=g.monetary_90d,
         cart_items=ibis.greatest(g.cart_adds - g.cart_closes, 0),
@@ -284,10 +287,10 @@ def feature_expressions(
         views_total=g.views_total,
         **{f"views_{c}_30d": g[f"views_{c}_30d"] for c in spec.categories},
         **{f"sent_{c}": g[f"sent_{c}"] for c in spec.channels},
-        **{f"open_rate_{c}": g[f"opened_{c}"] / g[f"delivered_{c}"].nullif(0)
+        **{f"open_rate_{c}": g[f"opened_{c}"].cast(F64) / g[f"delivered_{c}"].nullif(0)
            for c in spec.channels},
-        click_rate=g.clicks / opens_total.nullif(0),
-        **{f"act_share_h{h:02d}": g[f"act_h{h:02d}"] / ibis.greatest(act_total, 1)
+        click_rate=g.clicks.cast(F64) / opens_total.nullif(0),
+        **{f"act_share_h{h:02d}": g[f"act_h{h:02d}"].cast(F64) / ibis.greatest(act_total, 1)
            for h in range(HOURS)},
     )  # fmt: skip
 
