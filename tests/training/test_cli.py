@@ -16,6 +16,8 @@ from training.cli.parser import HelpFormatter
 COMMANDS = {
     "all",
     "generate",
+    "ingest",
+    "features",
     "feature-store",
     "train",
     "promote",
@@ -70,7 +72,7 @@ class TestTree:
     def test_shared_options_mean_the_same_everywhere(self) -> None:
         """--data and the pipeline options come from one definition each."""
         cmds = _commands()
-        for name in ("generate", "feature-store", "train", "all", "simulate"):
+        for name in ("generate", "ingest", "features", "feature-store", "train", "all", "simulate"):
             (data,) = [a for a in _options(cmds[name]) if a.dest == "data"]
             assert data.default is None and "NEXTBEST_DATA_DIR" in (data.help or "")
         all_opts = {a.dest for a in _options(cmds["all"])}
