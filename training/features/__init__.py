@@ -27,6 +27,7 @@ in one pass, without a join of events against snapshots.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -194,38 +195,53 @@ def feature_expressions(
     )
     ev = ev.filter(ev.s < end_s)
     ev = ev.join(cust.select("cid", "tz_offset_s"), "cid")
-    is_buy = ev.typ == "purchase"
-    views = {f"views_{c}_30d": (ev.typ == "view") & (ev.category == c) for c in spec.categories}
-    local_hour = ((ev.s + ev.tz_offset_s) // 3600) % HOURS
-    # (column, indicator or value, window in days or None for all history)
-    parts: list[tuple[str, ir.Value, int | None]] = [
-        ("frequency_90d", _i(is_buy), MONEY_DAYS),
-        ("monetary_90d", ibis.ifelse(is_buy, ev.value, ZERO), MONEY_DAYS),
-        ("cart_adds", _i(ev.typ == "cart_add"), CART_DAYS),
-        ("cart_closes", _i(ev.typ.isin(["purchase", "cart_abandon"])), CART_DAYS),
-        ("cart_abandons_7d", _i(ev.typ == "cart_abandon"), CART_DAYS),
-        ("views_total", _i(ev.typ == "view"), None),
-        *((name, _i(cond), VIEWS_DAYS) for name, cond in views.items()),
-        *((f"act_h{h:02d}", _i(local_hour == h), None) for h in range(HOURS)),
-    ]
-    zero = {name: (ZERO if name == "monetary_90d" else ibis.literal(0, I64))
-            for name, _, _ in parts}  # fmt: skip
-    columns = [name for name, _, _ in parts]
-    # +value in the bucket of the event; -value in the bucket W days later (window ends)
-    plus = ev.select(cid=ev.cid, b=bucket(ev.s), **{name: x for name, x, _ in parts})
-    pieces = [plus]
-    for days in sorted({w for _, _, w in parts if w is not None}):
-        later = ev.s + days * DAY
-        minus = ev.select(
-            cid=ev.cid,
-            b=bucket(later),
-            keep=later < end_s,
-            **{name: (-x if w == days else zero[name]) for name, x, w in parts},
+    Cols = dict[str, Callable[[ir.Table], ir.Value]]
+
+    def in_category(c: str) -> Callable[[ir.Table], ir.Value]:
+        return lambda t: _i((t.typ == "view") & (t.category == c))
+
+    def at_hour(h: int) -> Callable[[ir.Table], ir.Value]:
+        return lambda t: _i(((t.s + t.tz_offset_s) // 3600) % HOURS == h)
+
+    # groups of features: (window in days or None for all history, the events concerned,
+    # column -> value per event); each group is aggregated on its own (narrow tables)
+    groups: list[tuple[int | None, tuple[str, ...] | None, Cols]] = [
+        (None, None, {
+            "views_total": lambda t: _i(t.typ == "view"),
+            **{f"act_h{h:02d}": at_hour(h) for h in range(HOURS)},
+        }),
+        (CART_DAYS, ("cart_add", "purchase", "cart_abandon"), {
+            "cart_adds": lambda t: _i(t.typ == "cart_add"),
+            "cart_closes": lambda t: _i(t.typ.isin(["purchase", "cart_abandon"])),
+            "cart_abandons_7d": lambda t: _i(t.typ == "cart_abandon"),
+        }),
+        (VIEWS_DAYS, ("view",), {f"views_{c}_30d": in_category(c) for c in spec.categories}),
+        (MONEY_DAYS, ("purchase",), {
+            "frequency_90d": lambda t: ibis.literal(1, I64),
+            "monetary_90d": lambda t: t.value,
+        }),
+    ]  # fmt: skip
+    columns: list[str] = []
+    aggregates: list[ir.Table] = []
+    for days, types, cols in groups:
+        sub = ev if types is None else ev.filter(ev.typ.isin(list(types)))
+        columns.extend(cols)
+        # +value in the bucket of the event; -value in the bucket W days later (window ends)
+        pieces = [sub.select(cid=sub.cid, b=bucket(sub.s), **{k: f(sub) for k, f in cols.items()})]
+        if days is not None:
+            gone = sub.filter(sub.s + days * DAY < end_s)
+            pieces.append(
+                gone.select(
+                    cid=gone.cid,
+                    b=bucket(gone.s + days * DAY),
+                    **{k: -f(gone) for k, f in cols.items()},
+                )
+            )
+        signed = ibis.union(*pieces, distinct=False) if len(pieces) > 1 else pieces[0]
+        aggregates.append(
+            signed.group_by(["cid", "b"]).aggregate(**{k: signed[k].sum() for k in cols})
         )
-        pieces.append(minus.filter(minus.keep).drop("keep"))
-    signed = ibis.union(*pieces, distinct=False)
-    ev_agg = signed.group_by(["cid", "b"]).aggregate(**{c: signed[c].sum() for c in columns})
-    buys = ev.filter(is_buy)
+    buys = ev.filter(ev.typ == "purchase")
     last_buy = buys.group_by(cid=buys.cid, b=bucket(buys.s)).aggregate(last_buy_s=buys.s.max())
 
     ms = messages.select(
@@ -255,9 +271,10 @@ def feature_expressions(
         )
     )  # fmt: skip
     grid = cust.select("cid", "signup_s").cross_join(snap)
-    g = grid.left_join(ev_agg, [grid.cid == ev_agg.cid, grid.k == ev_agg.b]).select(
-        grid.cid, grid.k, grid.ts_s, grid.signup_s, *(ev_agg[c] for c in columns)
-    )
+    g = grid
+    for agg in aggregates:
+        names = [c for c in agg.columns if c not in ("cid", "b")]
+        g = g.left_join(agg, [g.cid == agg.cid, g.k == agg.b]).select(g, *(agg[c] for c in names))
     g = g.left_join(last_buy, [g.cid == last_buy.cid, g.k == last_buy.b]).select(
         g, last_buy.last_buy_s
     )
@@ -352,7 +369,10 @@ def _frame(expr: ir.Table | pd.DataFrame, view: View) -> pd.DataFrame:
     if key == "offer_id":  # the catalogue's descriptive columns
         for c in df.columns:
             if c not in out and c != "ts_s":
-                out[c] = df[c]
+                col = df[c]
+                if pd.api.types.is_datetime64_any_dtype(col):  # engines differ: UTC, in us
+                    col = pd.to_datetime(col, utc=True).astype("datetime64[us, UTC]")
+                out[c] = col
     return out
 
 
