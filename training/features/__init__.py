@@ -26,6 +26,7 @@ in one pass, without a join of events against snapshots.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 ENGINES = ("duckdb", "spark")
+#: DuckDB's memory bound for the feature step
+DUCKDB_MEMORY = "2GB"
 DAY = 86_400
 #: window lengths in days: purchases and revenue, category views, cart state
 MONEY_DAYS = 91  # 13 weeks (``frequency_90d``, ``monetary_90d``)
@@ -108,6 +111,11 @@ def connect(engine: str = "duckdb", spark: Any = None) -> Any:
     if engine == "duckdb":
         con = ibis.duckdb.connect()
         con.raw_sql("SET enable_progress_bar = false")
+        # bounded memory: DuckDB spills to disk beyond it (without a bound the 100k-customer
+        # world's grid took 6.4 GB; with 1 GB, 1.7 GB peak for the process)
+        con.raw_sql(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        spill = Path(tempfile.gettempdir()) / "nextbest-duckdb"
+        con.raw_sql(f"SET temp_directory = '{spill}'")
         return con
     if engine == "spark":
         session = spark if spark is not None else spark_session()
