@@ -13,6 +13,7 @@ real-time row and cart queued by an :class:`ExtraRead`); writes after it are a s
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,9 +40,13 @@ from service.adapters.feast_redis import FeastRedisLayout
 from service.domain.config import ContactPolicy
 
 __all__ = [
+    "EVICTING_POLICIES",
     "CustomerState",
+    "EvictingPolicy",
     "ExtraRead",
     "RedisStore",
+    "log_backlog",
+    "memory_policy",
     "read_decisions",
     "read_feedback",
     "read_log",
@@ -123,6 +128,69 @@ return 1
 """
 
 PURCHASE_TTL_S = 365 * 86400
+#: maxmemory policies under which Redis deletes keys to make room: features, contact
+#: histories, real-time state or the log backlog would silently go
+EVICTING_POLICIES = frozenset(
+    f"{scope}-{how}" for scope in ("allkeys", "volatile") for how in ("lru", "lfu", "random")
+) | {"volatile-ttl"}
+
+
+class EvictingPolicy(RuntimeError):
+    """Redis is configured to evict keys: the service refuses to start on it."""
+
+
+async def memory_policy(client: Any) -> str | None:
+    """Redis's ``maxmemory-policy`` (None: CONFIG is disabled or renamed, as managed Redis
+    services often do; every node's of a cluster must agree: the first evicting one wins).
+
+    Raises :class:`EvictingPolicy` for a policy that evicts keys (``allkeys-*``,
+    ``volatile-*``): the keyspace of features, contacts and real-time state has no key that
+    may be dropped, and the log backlog holds accepted decisions. ``noeviction`` makes Redis
+    refuse writes when full instead; the service then spools them locally (never losing an
+    accepted decision) and /ready reports the backlog before that happens.
+    """
+    try:
+        reply = await client.config_get("maxmemory-policy")
+    except Exception:  # ResponseError: unknown command / NOPERM; nothing to check
+        return None
+    values: list[str] = []
+
+    def collect(reply: Any) -> None:  # {param: value}, or a cluster's {node: {param: value}}
+        if not isinstance(reply, dict):
+            return
+        for k, v in reply.items():
+            if k in ("maxmemory-policy", b"maxmemory-policy"):
+                values.append(v.decode() if isinstance(v, bytes) else str(v))
+            else:
+                collect(v)
+
+    collect(reply)
+    if not values:
+        return None
+    for policy in values:
+        if policy in EVICTING_POLICIES:
+            raise EvictingPolicy(
+                f"Redis maxmemory-policy is {policy!r}: it evicts keys when memory is full, "
+                "and this Redis holds features, contact histories, real-time state and the "
+                "decision-log backlog, none of which may be dropped. Set "
+                "`maxmemory-policy noeviction` (see docs/operations.md, 'Redis memory')"
+            )
+    return values[0]
+
+
+async def log_backlog(client: Any) -> tuple[int, float]:
+    """(decision + feedback stream entries not yet exported, age in seconds of the oldest;
+    0 when none): the exporter deletes what it wrote, so what is left is its backlog."""
+    streams = [*decision_streams(), *feedback_streams()]
+    async with client.pipeline(transaction=False) as pipe:
+        for s in streams:
+            pipe.xlen(s)
+            pipe.xrange(s, "-", "+", count=1)
+        replies = await pipe.execute()
+    entries = sum(int(n) for n in replies[0::2])
+    oldest = [int(r[0][0].split(b"-")[0]) for r in replies[1::2] if r]
+    age = max(time.time() - min(oldest) / 1000.0, 0.0) if oldest else 0.0
+    return entries, age
 
 
 @dataclass(frozen=True, slots=True)
