@@ -184,7 +184,9 @@ class LogTable(Generic[S]):
         return out
 
     def origins(self, table: Any) -> Iterable[tuple[int, str]]:
-        return zip(table.column("shard").to_pylist(), table.column("stream_id").to_pylist(), strict=True)
+        return zip(
+            table.column("shard").to_pylist(), table.column("stream_id").to_pylist(), strict=True
+        )
 
 
 DECISIONS: LogTable[DecisionRecord] = LogTable(DecisionRecord, "decisions")
