@@ -397,7 +397,11 @@ class Exporter:
 
     # -------------------------------------------------------------------- run
     def recover(self) -> FlushResult:
-        """Write (once) what a previous run read and did not acknowledge."""
+        """Write (once) what a previous run read and did not acknowledge (and remove the
+        temporary files a killed write left: one exporter runs per log, so none is live)."""
+        if self.local:
+            for tmp in self.fs.glob(f"{self.root}/**/.*.tmp"):
+                self.fs.rm_file(tmp)
         entries = self.pending()
         if not entries:
             return FlushResult()
