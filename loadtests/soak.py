@@ -160,6 +160,7 @@ async def drive(
                     "backlog": n,
                     "lag_s": round(lag, 1),
                     "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None,
+                    "status": dict(sorted(tally.statuses.items())),
                 }
                 series.append(row)
                 print(json.dumps(row), flush=True)
@@ -173,18 +174,15 @@ def verify(log_dir: Path, tally: Tally) -> dict[str, int]:
     import duckdb
 
     con = duckdb.connect()
-    d = Counter(
-        x
-        for (x,) in con.sql(
-            f"SELECT decision_id FROM read_parquet('{log_dir}/decisions/**/*.parquet')"
-        ).fetchall()
-    )
-    f = Counter(
-        (a, b)
-        for a, b in con.sql(
-            f"SELECT decision_id, event FROM read_parquet('{log_dir}/feedback/**/*.parquet')"
-        ).fetchall()
-    )
+
+    def rows(kind: str, cols: str) -> list[tuple[Any, ...]]:
+        if not list(log_dir.glob(f"{kind}/**/*.parquet")):
+            return []
+        glob = f"{log_dir}/{kind}/**/*.parquet"
+        return con.sql(f"SELECT {cols} FROM read_parquet('{glob}')").fetchall()
+
+    d = Counter(x for (x,) in rows("decisions", "decision_id"))
+    f = Counter((a, b) for a, b in rows("feedback", "decision_id, event"))
     return {
         "acked_decisions": len(tally.decisions),
         "decisions_once": sum(1 for x in tally.decisions if d[x] == 1),
