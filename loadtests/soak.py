@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class Tally:
     sent: int = 0
+    skipped: int = 0  # due while --max-inflight requests were open: the machine's limit
     statuses: Counter[int] = field(default_factory=Counter)
     degraded: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -123,10 +124,11 @@ async def drive(
     kill_at: float | None,
     restart: Any,
     series: list[dict[str, Any]],
+    max_inflight: int = 64,
 ) -> Tally:
     tally = Tally()
     t0 = time.monotonic()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
     inflight: set[asyncio.Task[None]] = set()
     next_report = every
     killed = False
@@ -138,11 +140,13 @@ async def drive(
                 break
             due = int(now * rate) - i
             for _ in range(min(due, 256)):
-                if len(inflight) < 512:  # beyond that the machine is the limit: skip
+                if len(inflight) < max_inflight:  # beyond that the machine is the limit: skip
                     task = asyncio.create_task(_one(client, mix, tally, fb_share))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
                     tally.sent += 1
+                else:
+                    tally.skipped += 1
                 i += 1
             if kill_at is not None and not killed and now >= kill_at * seconds:
                 killed = True
@@ -161,6 +165,7 @@ async def drive(
                     "lag_s": round(lag, 1),
                     "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1) if lat else None,
                     "status": dict(sorted(tally.statuses.items())),
+                    "skipped": tally.skipped,
                 }
                 series.append(row)
                 print(json.dumps(row), flush=True)
@@ -234,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         tally = asyncio.run(
             drive(f"http://127.0.0.1:{port}", mix, args.seconds, args.rate, args.feedback,
-                  r, args.every, args.kill_exporter_at, restart, series)
+                  r, args.every, args.kill_exporter_at, restart, series, args.max_inflight)
         )  # fmt: skip
         elapsed = time.time() - t_start
         deadline = time.monotonic() + 180
@@ -269,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed),
         "requests": dict(sorted(tally.statuses.items())),
         "sent": tally.sent,
+        "skipped_at_max_inflight": tally.skipped,
         "degraded_share": round(tally.degraded / max(len(tally.decisions), 1), 4),
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
@@ -293,6 +299,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=500.0, help="decisions per second (target)")
     p.add_argument("--feedback", type=float, default=0.2, help="feedback calls per decision")
     p.add_argument("--workers", type=int, default=2, help="service worker processes")
+    p.add_argument("--max-inflight", type=int, default=64,
+                   help="open requests at most; a request due beyond that is skipped (counted)")  # fmt: skip
     p.add_argument("--every", type=float, default=10.0, help="report interval (s)")
     p.add_argument("--flush-s", type=float, default=10.0, help="exporter flush interval")
     p.add_argument("--kill-exporter-at", type=float, default=0.5,
