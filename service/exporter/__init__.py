@@ -362,14 +362,17 @@ class Exporter:
         return res
 
     def trim(self, entries: Iterable[Entry]) -> None:
-        """Acknowledge and delete (one transaction per stream: one key, one slot)."""
+        """Acknowledge, then delete (one transaction per stream: one key, one slot; on a
+        cluster client a pipeline in that order: a failure between the two leaves an entry
+        acknowledged but not deleted, never a pending entry without its record)."""
         by_stream: dict[str, list[str]] = defaultdict(list)
         for s, i, _ in entries:
             by_stream[s].append(i)
+        atomic = not hasattr(self.client, "get_nodes")  # redis.RedisCluster has it
         for s, ids in by_stream.items():
             for k in range(0, len(ids), 10_000):
                 chunk = ids[k : k + 10_000]
-                pipe = self.client.pipeline(transaction=True)
+                pipe = self.client.pipeline(transaction=atomic)
                 pipe.xack(s, GROUP, *chunk)
                 pipe.xdel(s, *chunk)
                 pipe.execute()
