@@ -245,4 +245,4 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(rp: RedisProcess, tmp_path:
     fb = file_ids(root, "feedback")
     assert len(fb) == len(set(fb)) == len(range(0, n, 3))
     # a killed write leaves no partial file among the readable ones (temporary names)
-    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{root}/*/**/*.parquet')").fetchone()
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{root}/*/**/*.parquet')").fetchall()
