@@ -176,6 +176,30 @@ def main(argv: list[str] | None = None) -> int:
         from service.exporter import Exporter
         from service.exporter.__main__ import drain
 
+        # what each kind of key kept for the feedback window costs (MEMORY USAGE, sampled)
+        def per_key(pattern: str, limit: int = 300) -> tuple[int, float]:
+            keys = []
+            for k in r.scan_iter(match=pattern, count=1000):
+                keys.append(k)
+            sample = keys[:limit]
+            mean = sum(int(r.memory_usage(k, samples=0) or 0) for k in sample) / max(len(sample), 1)
+            return len(keys), mean
+
+        n_dec, dec_bytes = per_key("nb:dec:*")
+        n_fb, fb_bytes = per_key("nb:fb:*")
+        n_fx, fx_bytes = per_key("nb:*:fx:*")
+        contact_keys = list(r.scan_iter(match="nb:*:contacts", count=1000))
+        members = sum(int(r.zcard(k)) for k in contact_keys)
+        contact_bytes = sum(int(r.memory_usage(k, samples=0) or 0) for k in contact_keys)
+        breakdown = {
+            "decision_marker_key": {"keys": n_dec, "bytes_each": round(dec_bytes, 1)},
+            "feedback_marker_key": {"keys": n_fb, "bytes_each": round(fb_bytes, 1)},
+            "outcome_effect_marker_key": {"keys": n_fx, "bytes_each": round(fx_bytes, 1)},
+            "contact_history_member": {
+                "members": members,
+                "bytes_each": round(contact_bytes / max(members, 1), 1),
+            },
+        }
         before_export = used(r)
         log_root = tmp / "log"
         rows = drain(Exporter(r, str(log_root), flush_s=1.0, max_rows=200_000))
@@ -218,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_1M_feedback_retained_MiB": round(
                 per["feedback (marker + log entry), per event"] * 1e6 / 2**20, 1
             ),
+            "kept_per_key_MEMORY_USAGE": breakdown,
             "after_export": {
                 "rows_exported": rows,
                 "bytes_freed_per_decision": round(exported / n, 1),
