@@ -89,25 +89,50 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return 0
 """
 
-# KEYS[1] decision record, KEYS[2] decision stream; ARGV: summary, ttl, maxlen, record.
-# The record key doubles as the idempotency marker: a replayed decision lands once.
+# A decision's marker is one small hash for the feedback window (listpack-encoded: one key
+# and one TTL per decision): field ``m`` = the compact marker (contracts.records.encode_marker),
+# one field per outcome event logged for it (the outcome's idempotency marker). Markers of
+# earlier versions (a string, plus a string key per outcome) are still read and honoured.
+
+# KEYS[1] decision marker, KEYS[2] decision stream; ARGV: summary, ttl, maxlen, record.
+# The marker doubles as the idempotency marker: a replayed decision lands once.
 DECISION_LUA = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) == false then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'm', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[3]), '*', 'record', ARGV[4])
 return 1
 """
 
-# KEYS[1] decision record, KEYS[2] idempotency marker, KEYS[3] feedback stream
-# ARGV: ttl, maxlen, payload. Returns {0} unknown decision, {1, marker} accepted,
-# {2, marker} duplicate; the decision's marker rides along for the outcome's effects.
+# KEYS[1] decision marker, KEYS[2] outcome marker of an earlier version's decision (a string
+# key), KEYS[3] feedback stream. ARGV: ttl, maxlen, payload, event. Returns {0} unknown
+# decision, {1, marker} accepted, {2, marker} duplicate; the decision's marker rides along for
+# the outcome's effects.
 FEEDBACK_LUA = """
-local marker = redis.call('GET', KEYS[1])
-if not marker then return {0} end
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
-  return {2, marker}
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local marker
+if kind == 'hash' then
+  marker = redis.call('HGET', KEYS[1], 'm')
+  if not marker then return {0} end
+  if redis.call('HSETNX', KEYS[1], ARGV[4], '1') == 0 then return {2, marker} end
+elseif kind == 'string' then
+  marker = redis.call('GET', KEYS[1])
+  if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
+    return {2, marker}
+  end
+else
+  return {0}
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'record', ARGV[3])
 return {1, marker}
+"""
+
+# KEYS[1] decision marker -> its compact marker (either layout), or false
+GET_MARKER_LUA = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'hash' then return redis.call('HGET', KEYS[1], 'm') end
+if kind == 'string' then return redis.call('GET', KEYS[1]) end
+return false
 """
 
 # What an outcome implies for its unit, applied once: the effect and its marker in one script
@@ -235,6 +260,7 @@ class RedisStore:
         self._feedback = client.register_script(FEEDBACK_LUA)
         self._decision = client.register_script(DECISION_LUA)
         self._effect = client.register_script(EFFECT_LUA)
+        self._get_marker = client.register_script(GET_MARKER_LUA)
         cap_args: list[Any] = [len(policy.capped_channels), *policy.capped_channels]
         for cap in policy.caps:
             cap_args += [cap.channel, cap.max, cap.window_hours * 3600.0]
@@ -309,7 +335,8 @@ class RedisStore:
         return bool(result)
 
     async def get_decision(self, decision_id: str) -> bytes | None:
-        out: bytes | None = await self.client.get(decision_key(decision_id))
+        """The decision's compact marker (None: unknown or past the feedback window)."""
+        out: bytes | None = await self._get_marker(keys=[decision_key(decision_id)])
         return out
 
     async def append_feedback(
@@ -326,7 +353,7 @@ class RedisStore:
                 feedback_marker_key(decision_id, event),
                 feedback_stream(decision_id),
             ],
-            args=[self.record_ttl_s, self.log_maxlen, payload],
+            args=[self.record_ttl_s, self.log_maxlen, payload, event],
         )
         return int(result[0]), (result[1] if len(result) > 1 else None)
 

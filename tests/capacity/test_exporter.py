@@ -128,12 +128,16 @@ def test_export_trims_redis_and_keeps_the_compact_markers(rp: RedisProcess, tmp_
     ids = file_ids(root, "decisions")
     assert len(ids) == 600 and len(set(ids)) == 600
     assert Counter(file_ids(root, "feedback")) == Counter(f"{i:032x}" for i in range(0, 600, 3))
-    # the decision's marker stays for the feedback window, compact (MessagePack) with its TTL
-    key = decision_key(f"{7:032x}")
-    raw = r.get(key)
+    # the decision's marker stays for the feedback window: one small hash with its TTL,
+    # the compact (MessagePack) marker and one field per outcome logged
+    key = decision_key(f"{6:032x}")
+    raw = r.hget(key, "m")
     assert raw is not None and raw[:1] != b"{" and len(raw) < 60
-    assert decode_marker(raw).unit == "C0000007"
+    assert decode_marker(raw).unit == "C0000006"
+    assert r.hgetall(key) == {b"m": raw, b"converted": b"1"}
+    assert r.object("encoding", key) == b"listpack"
     assert 6 * 86400 < r.ttl(key) <= 7 * 86400
+    assert not list(r.scan_iter(match="nb:fb:*"))  # no key per outcome any more
     # partitioned by the hour Redis logged them; the record structs are the columns
     parts = {p.parent.name for p in root.glob("decisions/date=*/hour=*/*.parquet")}
     assert parts and all(p.startswith("hour=") for p in parts)

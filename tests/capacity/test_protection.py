@@ -165,3 +165,33 @@ async def test_a_full_redis_spools_and_loses_nothing(rp: RedisProcess, tmp_path:
             (ok[0], "delivered"): 1,
             (full[0]["decision_id"], "opened"): 1,
         }
+
+
+async def test_markers_of_an_earlier_version_are_still_honoured(rp: RedisProcess) -> None:
+    """A decision logged before the marker became a hash (a string marker, a string key per
+    outcome): its feedback is accepted once, its duplicate refused, its effects find it."""
+    import redis.asyncio as aioredis
+
+    from contracts.keys import decision_key, feedback_marker_key
+    from contracts.records import DecisionMarker, decode_marker, encode
+    from service.adapters.redis_store import RedisStore
+    from service.domain.config import load_policy
+
+    did = "ab" * 16
+    old = encode(DecisionMarker(unit="C1", known=True, arm="model", offer="OFF001", ts=1.0))
+    r = redis.Redis.from_url(rp.url)
+    r.set(decision_key(did), old, ex=3600)
+    r.set(feedback_marker_key(did, "opened"), b"1", ex=3600)  # logged by the earlier version
+    client = aioredis.Redis.from_url(rp.url)
+    store = RedisStore(client, load_policy().contact_policy)
+    try:
+        assert await store.get_decision(did) == old
+        assert decode_marker(old).offer == "OFF001"
+        assert await store.append_feedback(did, "opened", b"{}") == (2, old)
+        assert await store.append_feedback(did, "converted", b"{}") == (1, old)
+        assert await store.append_feedback(did, "converted", b"{}") == (2, old)
+        assert not await store.append_decision(did, b"{}", b"x")  # already logged
+        assert await store.append_feedback("cd" * 16, "opened", b"{}") == (0, None)
+        assert await store.get_decision("cd" * 16) is None
+    finally:
+        await client.aclose()
