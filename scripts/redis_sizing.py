@@ -15,9 +15,9 @@ and reads ``INFO memory`` ``used_memory`` before and after each step:
    decision (decision marker, log stream entry, contact) and per feedback (idempotency
    marker + entry), as they sit in Redis before the exporter ran;
 4. the log exporter drains the streams into Parquet (``service.exporter``, files in the
-   scratch folder): bytes per decision *kept* in Redis afterwards (the compact marker, the
-   feedback and outcome-effect markers for the feedback window, the contact) and bytes of
-   Parquet per decision and outcome on disk.
+   scratch folder): bytes per decision *kept* in Redis afterwards (the decision's marker hash
+   with its outcome fields, outcome-effect markers, for the feedback window; the contact)
+   and bytes of Parquet per decision and outcome on disk.
 
 Prints the figures, the 1M-customer projection, and what 1,000 decisions/s keep in Redis
 over the feedback window (NEXTBEST_FEEDBACK_WINDOW_DAYS, default 7): the log itself leaves
@@ -192,8 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         members = sum(int(r.zcard(k)) for k in contact_keys)
         contact_bytes = sum(int(r.memory_usage(k, samples=0) or 0) for k in contact_keys)
         breakdown = {
-            "decision_marker_key": {"keys": n_dec, "bytes_each": round(dec_bytes, 1)},
-            "feedback_marker_key": {"keys": n_fb, "bytes_each": round(fb_bytes, 1)},
+            "decision_marker_hash_with_its_outcome_fields": {
+                "keys": n_dec,
+                "bytes_each": round(dec_bytes, 1),
+            },
+            "outcome_marker_key_of_earlier_versions": {
+                "keys": n_fb,
+                "bytes_each": round(fb_bytes, 1),
+            },
             "outcome_effect_marker_key": {"keys": n_fx, "bytes_each": round(fx_bytes, 1)},
             "contact_history_member": {
                 "members": members,
