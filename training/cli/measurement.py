@@ -1,6 +1,6 @@
 """Handlers of the measurement commands (the argument tree is :mod:`training.cli.parser`).
 
-export-log     decision log + feedback streams in Redis -> Parquet
+export-log     the Parquet decision log (or Redis's streams) -> flat Parquet tables
 report         lift per experiment and arm vs the holdout (terminal table + HTML)
 ope            off-policy evaluation of candidate policies from a log with propensities
 ope-harness    estimator selection: each OPE estimator's error and coverage against a known truth
@@ -28,10 +28,14 @@ __all__ = [
 
 
 def cmd_export_log(args: argparse.Namespace) -> int:
-    from training.measurement.decision_log import export_log
-    from training.settings import redis_url
+    from training.measurement.decision_log import export_files, export_log
+    from training.settings import settings
 
-    meta = export_log(args.redis_url or redis_url(), Path(args.out))
+    if args.redis_url:  # what is still in the streams (no exporter ran)
+        meta = export_log(args.redis_url, Path(args.out))
+    else:
+        source = args.source or settings().log.url
+        meta = export_files(source, Path(args.out), args.since, args.until)
     print(f"exported to {args.out}:")
     for k, v in meta.items():
         print(f"  {k:<16} {v}")
@@ -46,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from training.measurement.decision_log import load_log, outcomes
     from training.settings import paths
 
-    decisions, feedback = load_log(Path(args.log))
+    decisions, feedback = load_log(args.log)
     profiles = None
     if args.profiles is None:  # default: the world's profiles
         prof_path: Path | None = paths().data_dir / "features" / "customer_profile.parquet"
@@ -79,7 +83,7 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
     from training.measurement.decision_log import load_log, outcomes
     from training.settings import MODELS_DIR
 
-    decisions, feedback = load_log(Path(args.log))
+    decisions, feedback = load_log(args.log)
     if args.since:
         import pandas as pd
 
@@ -160,11 +164,12 @@ def cmd_ope(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from training.measurement import ope
+    from training.measurement.decision_log import is_log_root
 
     path = Path(args.log)
     specs = list(args.policy or [])
     unsupported = args.unsupported
-    if path.is_dir():
+    if path.is_dir() or is_log_root(args.log):
         df, cand_specs = _ope_from_export(args)
         specs += cand_specs
         unsupported = unsupported or "warn"

@@ -151,7 +151,8 @@ def train_options() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="export-log folder: the service's decisions with outcomes as extra training rows "
+        help="the exporter's log root or an export-log folder: the service's decisions with "
+        "outcomes as extra training rows "
         "(weights 1/choice_probability; test = the newest 20%% of the log); default: none",
     )
     return parent
@@ -405,9 +406,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -------------------------------------------------------------------- measurement
     ex = command(
-        "export-log", "export the decision log and feedback from Redis to Parquet", m.cmd_export_log
+        "export-log",
+        "the decision log and feedback (the exporter's Parquet files) as flat Parquet tables",
+        m.cmd_export_log,
     )
-    ex.add_argument("--redis-url", default=None, help="default: $NEXTBEST_REDIS_URL")
+    ex.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="LOG",
+        help="the exporter's log root, a folder or fsspec URL (default: $NEXTBEST_LOG_URL)",
+    )
+    ex.add_argument(
+        "--redis-url",
+        default=None,
+        help="read what is still in Redis's log streams instead (a run without the exporter)",
+    )
+    ex.add_argument("--since", default=None, help="decisions at or after this time (ISO 8601)")
+    ex.add_argument("--until", default=None, help="decisions before this time (ISO 8601)")
     ex.add_argument("--out", required=True, help="output folder")
 
     rep = command(
@@ -416,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
         m.cmd_report,
         [html_option("a self-contained report")],
     )
-    rep.add_argument("--log", required=True, help="export folder (decisions/feedback.parquet)")
+    rep.add_argument(
+        "--log", required=True, help="the exporter's log root (folder or URL) or an export folder"
+    )
     rep.add_argument("--policy", default=None, help="policy.yaml (default: the service's)")
     rep.add_argument(
         "--profiles",
@@ -437,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
         ],
     )
     ope.add_argument(
-        "--log", required=True, help="Parquet/CSV in the OPE schema, or an export-log folder"
+        "--log",
+        required=True,
+        help="Parquet/CSV in the OPE schema, an export-log folder or the exporter's log root",
     )
     ope.add_argument(
         "--policy",
