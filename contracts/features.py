@@ -90,7 +90,7 @@ def _behaviour(v: Vocabulary) -> View:
             Feature("cart_abandons_7d", "int64", "abandoned carts in 7 days"),
             Feature("views_total", "int64", "page views since sign-up"),
             *(Feature(f"views_{c}_30d", "int64", f"views of {c}, 30 days") for c in v.categories),
-            # per-category taste over the whole history (training/datasets/taste.py)
+            # per-category taste over the whole history (training/features/)
             *(Feature(f"views_{c}", "int64", f"views of {c}, all history") for c in v.categories),
             *(Feature(f"carts_{c}", "int64", f"cart adds of {c}") for c in v.categories),
             *(Feature(f"buys_{c}", "int64", f"purchases of {c}") for c in v.categories),

@@ -1,6 +1,6 @@
 """Training sets from Feast: point-in-time joins through the feature services, split by time.
 
-Entity rows are the logged marketing messages (``messages.parquet``): ``customer_id``,
+Entity rows are the logged marketing messages (``raw/messages.parquet``, what ingest accepted): ``customer_id``,
 ``offer_id`` and ``event_timestamp = sent_at``. Each model's rows go through its own feature
 service with ``get_historical_features``, so every feature value is the latest snapshot at or
 before the send time (never after: see ``tests/training/test_point_in_time.py``).
@@ -45,6 +45,7 @@ import pandas as pd
 
 from contracts.features import DEFAULT_SPEC
 from contracts.models import FEATURE_SERVICES, KINDS
+from contracts.tables import layout
 from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
 from training.settings import paths
 
@@ -189,7 +190,7 @@ def fingerprint(x: F32, y: npt.NDArray[Any]) -> str:
 
 
 def load_messages() -> pd.DataFrame:
-    m = pd.read_parquet(paths().data_dir / "messages.parquet", columns=list(MESSAGE_COLS))
+    m = pd.read_parquet(layout(paths().data_dir).raw_table("messages"), columns=list(MESSAGE_COLS))
     m["sent_at"] = pd.to_datetime(m["sent_at"], utc=True)
     return m
 
@@ -218,7 +219,7 @@ def build_datasets(
     from tqdm import tqdm
 
     messages = load_messages()
-    offers = pd.read_parquet(paths().data_dir / "offers.parquet")
+    offers = pd.read_parquet(layout(paths().data_dir).feature_table("offer_catalogue"))
     cutoff = pd.Timestamp(messages["sent_at"].quantile(1.0 - TEST_SHARE))  # type: ignore[arg-type]
     history = messages
     log_cutoff: pd.Timestamp | None = None
