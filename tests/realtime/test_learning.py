@@ -128,10 +128,11 @@ async def client_models(redis_url: str, bundle: Any, tmp_path: Any, redis_store:
 def _customer(small_world: Path, k: int) -> str:
     import pandas as pd
 
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     ok = truth[~truth["anonymous"] & ~truth["opted_out"] & truth["consent_email"]]
-    prof = pd.read_parquet(small_world / "customer_profile.parquet", columns=["customer_id"])
-    beh = pd.read_parquet(small_world / "customer_behaviour.parquet", columns=["customer_id"])
+    features = small_world / "features"
+    prof = pd.read_parquet(features / "customer_profile.parquet", columns=["customer_id"])
+    beh = pd.read_parquet(features / "customer_behaviour.parquet", columns=["customer_id"])
     have = set(prof["customer_id"]) & set(beh["customer_id"])
     return [str(c) for c in ok["customer_id"] if c in have][20 + k]
 

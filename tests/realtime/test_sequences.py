@@ -340,7 +340,7 @@ async def test_a_step_asks_for_a_reminder_of_the_cart(
 def _customers(small_world: Path, n: int) -> list[str]:
     import pandas as pd
 
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     ok = truth[~truth["anonymous"] & ~truth["opted_out"] & truth["consent_email"]]
     return [str(c) for c in ok["customer_id"].iloc[10 : 10 + n]]
 
