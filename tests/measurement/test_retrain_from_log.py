@@ -83,6 +83,9 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
     tr = prop.train
     w = prop.weight[tr]
     names = FEATURES["propensity"]
-    p_w = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, w).predict_proba(prop.x[:50])
-    p_1 = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}).predict_proba(prop.x[:50])
+    g = is_log[tr]  # as train does: the log's newest rows validate, the rest are fitted on
+    p_w = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, w, g).predict_proba(prop.x[:50])
+    p_1 = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, None, g).predict_proba(
+        prop.x[:50]
+    )
     assert not np.allclose(p_w, p_1)

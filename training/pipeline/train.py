@@ -149,8 +149,14 @@ def train(
     models: dict[str, Any] = {}
     for kind in tqdm(KINDS, desc="fit LightGBM", disable=not progress):
         d = ds.models[kind]
+        from_log = d.meta["message_id"].astype(str).str.startswith("L").to_numpy()
         models[kind] = fit(
-            d.x[d.train], d.y[d.train], FEATURES[kind], {"random_state": seed}, d.weight[d.train]
+            d.x[d.train],
+            d.y[d.train],
+            FEATURES[kind],
+            {"random_state": seed},
+            d.weight[d.train],
+            groups=from_log[d.train],  # history and log rows each give their newest to validation
         )
     timings["fit_s"] = time.perf_counter() - t0
 
