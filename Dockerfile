@@ -52,8 +52,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 COPY --from=build-train /opt/venv /opt/venv
 COPY --from=build-train /app /app
-# var/ (the job's data, MLflow artifacts) and models/ (the exported bundle) are writable.
-RUN mkdir -p /app/var/mlartifacts /app/models \
+# var/ (the job's data, MLflow artifacts, the exporter's decision log) and models/ (the exported
+# bundle) are writable. The image also runs the log exporter: `python -m service.exporter`.
+RUN mkdir -p /app/var/mlartifacts /app/var/log /app/models \
  && chown -R 10001:10001 /app/var /app/models
 USER 10001:10001
 CMD ["python", "-m", "training", "--help"]

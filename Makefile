@@ -39,7 +39,7 @@ lock: | $(BIN)/python ## regenerate requirements/*.txt from pyproject.toml (UPGR
 	$(BIN)/uv pip compile pyproject.toml --extra train --extra postgres --extra load \
 	  -c requirements/dev.txt $(LOCK_FLAGS) -o requirements/train.txt
 
-demo: setup ## THE main job: world -> feature store -> models -> bundle -> service -> decisions
+demo: setup ## THE main job: world -> feature store -> models -> bundle -> service + log exporter -> decisions
 	@$(REDIS) && \
 	$(BIN)/python -m training all --customers $(CUSTOMERS) --online both && \
 	$(BIN)/python -m service.demo

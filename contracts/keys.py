@@ -17,9 +17,9 @@ decision's marker, its feedback markers and the streams it is appended to share 
 | ``nb:{u}:rt:views`` / ``:purchases`` / ``:opens`` | sorted sets | /events | event ids by time (windows) |
 | ``nb:{a}:customer`` | string | /events identify | identity link: anonymous id -> customer id |
 | ``nb:{c}:anonymous`` | set | /events identify | identity link: customer id -> anonymous ids |
-| ``nb:dec:{nbSS}:<decision_id>`` | string | /decide | decision marker for feedback (TTL) |
-| ``nb:fb:{nbSS}:<decision_id>:<event>`` | string | /feedback | feedback idempotency marker (TTL) |
-| ``nb:log:decisions:{nbSS}`` / ``nb:log:feedback:{nbSS}`` | streams | /decide, /feedback | decision log and outcomes |
+| ``nb:dec:{nbSS}:<decision_id>`` | hash | /decide, /feedback | for the feedback window (TTL): ``m`` the compact decision marker, one field per outcome event logged (its idempotency marker) |
+| ``nb:fb:{nbSS}:<decision_id>:<event>`` | string | /feedback | outcome idempotency marker of a decision logged by an earlier version (a string ``nb:dec:`` marker) |
+| ``nb:log:decisions:{nbSS}`` / ``nb:log:feedback:{nbSS}`` | streams | /decide, /feedback | decision log and outcomes, until the exporter has written them to Parquet (consumer group ``nb-exporter``) |
 | ``nb:seq:{nbseq}:timers`` / ``:leases`` | sorted sets | scheduler | due / claimed sequence steps |
 | ``nb:seq:{nbseq}:i:<sequence>:<unit>`` | hash | scheduler | a unit's active sequence instance |
 | ``nb:actions`` | stream | scheduler | actions for the delivery worker |

@@ -22,6 +22,7 @@ __all__ = [
     "ROOT",
     "VARIABLES",
     "FeatureSettings",
+    "LogSettings",
     "ModelSettings",
     "PathSettings",
     "PolicySettings",
@@ -61,6 +62,8 @@ class RedisSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     cluster: bool
     timeout_ms: float
     log_maxlen: int
+    feedback_window_days: float
+    log_backlog_max: int
 
 
 class FeatureSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -95,6 +98,14 @@ class SecuritySettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=
     auth_failures_per_min: float
 
 
+class LogSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: str
+    flush_s: float
+    max_rows: int
+    consumer: str
+    metrics_port: int
+
+
 class PathSettings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=True):
     var_dir: Path
     data_dir: Path
@@ -118,6 +129,7 @@ class Settings(_Group, frozen=True, kw_only=True, forbid_unknown_fields=True):
     policy: PolicySettings
     security: SecuritySettings
     paths: PathSettings
+    log: LogSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -172,6 +184,20 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _non_negative_int(raw: str) -> int:
+    n = int(raw)
+    if n < 0:
+        raise ValueError("must be >= 0")
+    return n
+
+
+def _positive(raw: str) -> float:
+    x = float(raw)
+    if not x > 0:
+        raise ValueError("must be > 0")
+    return x
+
+
 def _positive_int(raw: str) -> int:
     n = int(raw)
     if n < 1:
@@ -219,6 +245,11 @@ def _var_default(values: Mapping[str, str]) -> str:
     return str(Path(values["NEXTBEST_VAR_DIR"]) / "world")
 
 
+def _log_default(values: Mapping[str, str]) -> str:
+    """$NEXTBEST_VAR_DIR/log"""
+    return str(Path(values["NEXTBEST_VAR_DIR"]) / "log")
+
+
 def _spool_default(values: Mapping[str, str]) -> str:
     """$NEXTBEST_VAR_DIR/spool"""
     return str(Path(values["NEXTBEST_VAR_DIR"]) / "spool")
@@ -250,7 +281,14 @@ VARIABLES: tuple[Variable, ...] = (
     V("NEXTBEST_REDIS_TIMEOUT_MS", "redis", "timeout_ms", "25", _non_negative,
       "budget of each Redis call before the fallback decision"),
     V("NEXTBEST_LOG_MAXLEN", "redis", "log_maxlen", "10000000", _positive_int,
-      "approximate bound of the decision/feedback streams"),
+      "approximate bound of the decision/feedback streams (a last resort: the log exporter "
+      "drains and trims them; an entry trimmed by this bound before export is lost)"),
+    V("NEXTBEST_FEEDBACK_WINDOW_DAYS", "redis", "feedback_window_days", "7", _positive,
+      "how long feedback is accepted for a decision: the TTL of its compact marker and of "
+      "the feedback and outcome-effect idempotency markers in Redis"),
+    V("NEXTBEST_LOG_BACKLOG_MAX", "redis", "log_backlog_max", "2000000", _non_negative_int,
+      "decision/feedback stream entries not yet exported above which /ready reports the "
+      "backlog (503) and the exporter's alert fires (0 = no check)"),
     # features
     V("NEXTBEST_FEATURE_SOURCE", "features", "source", "redis", _choice("redis", "feast"),
       "`redis` (direct Feast layout read) or `feast` (Feast SDK, any online store)"),
@@ -311,6 +349,20 @@ VARIABLES: tuple[Variable, ...] = (
       "input tables of the feature repository and training", empty_is_unset=True),
     V("NEXTBEST_SPOOL_DIR", "paths", "spool_dir", _spool_default, Path,
       "local append-only spool for log writes while Redis is down", empty_is_unset=True),
+    # decision log (the exporter: python -m service.exporter)
+    V("NEXTBEST_LOG_URL", "log", "url", _log_default, str,
+      "where the exporter writes the Parquet decision log and the offline tools read it: a "
+      "folder, or any fsspec URL (`s3://bucket/nextbest/log`, `gs://...`, `memory://...`)",
+      empty_is_unset=True),
+    V("NEXTBEST_EXPORTER_FLUSH_S", "log", "flush_s", "10", _positive,
+      "the exporter writes a file per partition at least this often (while entries wait)"),
+    V("NEXTBEST_EXPORTER_MAX_ROWS", "log", "max_rows", "50000", _positive_int,
+      "... or as soon as this many entries wait"),
+    V("NEXTBEST_EXPORTER_CONSUMER", "log", "consumer", "exporter", str,
+      "the exporter's consumer name in the streams' group: keep it stable across restarts "
+      "(its pending entries are re-read at start); run one exporter per Redis"),
+    V("NEXTBEST_EXPORTER_METRICS_PORT", "log", "metrics_port", "9108", int,
+      "the exporter's Prometheus port (0 = none)"),
     V("NEXTBEST_MLFLOW_ARTIFACT_ROOT", "paths", "mlflow_artifact_root", "", _optional,
       "artifact root of the `nextbest` experiment when it is created (default: the "
       "server's, or $NEXTBEST_VAR_DIR/mlflow/artifacts for a local store)"),

@@ -12,11 +12,16 @@ and reads ``INFO memory`` ``used_memory`` before and after each step:
    bytes per customer with real-time state (state hash, cart, windows, event markers, the
    `customer_realtime` row);
 3. N decisions (``POST /decide``, placement campaign) and one feedback each: bytes per
-   decision (decision record, log stream entry, contact) and per feedback (marker + entry).
+   decision (decision marker, log stream entry, contact) and per feedback (idempotency
+   marker + entry), as they sit in Redis before the exporter ran;
+4. the log exporter drains the streams into Parquet (``service.exporter``, files in the
+   scratch folder): bytes per decision *kept* in Redis afterwards (the decision's marker hash
+   with its outcome fields, outcome-effect markers, for the feedback window; the contact)
+   and bytes of Parquet per decision and outcome on disk.
 
-Prints the figures and the 1M-customer projection. Decision-log memory grows with traffic,
-not with customers: records live 30 days (NEXTBEST_*), streams are capped by
-NEXTBEST_LOG_MAXLEN, so size it as decisions/day x retention.
+Prints the figures, the 1M-customer projection, and what 1,000 decisions/s keep in Redis
+over the feedback window (NEXTBEST_FEEDBACK_WINDOW_DAYS, default 7): the log itself leaves
+Redis, so Redis grows with customers and the window, not with the log's age.
 """
 
 from __future__ import annotations
@@ -168,6 +173,49 @@ def main(argv: list[str] | None = None) -> int:
         )
         traffic = asyncio.run(_traffic(url, a.models, tmp / "spool", [str(x) for x in ids]))
         n = len(ids)
+        from service.exporter import Exporter
+        from service.exporter.__main__ import drain
+
+        # what each kind of key kept for the feedback window costs (MEMORY USAGE, sampled)
+        def per_key(pattern: str, limit: int = 300) -> tuple[int, float]:
+            keys = []
+            for k in r.scan_iter(match=pattern, count=1000):
+                keys.append(k)
+            sample = keys[:limit]
+            mean = sum(int(r.memory_usage(k, samples=0) or 0) for k in sample) / max(len(sample), 1)
+            return len(keys), mean
+
+        n_dec, dec_bytes = per_key("nb:dec:*")
+        n_fb, fb_bytes = per_key("nb:fb:*")
+        n_fx, fx_bytes = per_key("nb:*:fx:*")
+        contact_keys = list(r.scan_iter(match="nb:*:contacts", count=1000))
+        members = sum(int(r.zcard(k)) for k in contact_keys)
+        contact_bytes = sum(int(r.memory_usage(k, samples=0) or 0) for k in contact_keys)
+        breakdown = {
+            "decision_marker_hash_with_its_outcome_fields": {
+                "keys": n_dec,
+                "bytes_each": round(dec_bytes, 1),
+            },
+            "outcome_marker_key_of_earlier_versions": {
+                "keys": n_fb,
+                "bytes_each": round(fb_bytes, 1),
+            },
+            "outcome_effect_marker_key": {"keys": n_fx, "bytes_each": round(fx_bytes, 1)},
+            "contact_history_member": {
+                "members": members,
+                "bytes_each": round(contact_bytes / max(members, 1), 1),
+            },
+        }
+        before_export = used(r)
+        log_root = tmp / "log"
+        rows = drain(Exporter(r, str(log_root), flush_s=1.0, max_rows=200_000))
+        exported = before_export - used(r)
+        kept = (traffic["decisions"] + traffic["feedback"] - exported) / n
+        disk = {
+            kind: sum(p.stat().st_size for p in (log_root / kind).glob("**/*.parquet"))
+            for kind in ("decisions", "feedback")
+        }
+        window_days = float(os.environ.get("NEXTBEST_FEEDBACK_WINDOW_DAYS", "7"))
         per = {
             "feature rows, per known customer": features / customers,
             "real-time state, per active customer": traffic["realtime"] / n,
@@ -200,6 +248,21 @@ def main(argv: list[str] | None = None) -> int:
             "per_1M_feedback_retained_MiB": round(
                 per["feedback (marker + log entry), per event"] * 1e6 / 2**20, 1
             ),
+            "kept_per_key_MEMORY_USAGE": breakdown,
+            "after_export": {
+                "rows_exported": rows,
+                "bytes_freed_per_decision": round(exported / n, 1),
+                "bytes_kept_per_decision_with_its_feedback": round(kept, 1),
+                "feedback_window_days": window_days,
+                "per_1000_decisions_per_s_over_window_GiB": round(
+                    kept * 1000 * 86400 * window_days / 2**30, 2
+                ),
+                "parquet_bytes_per_decision": round(disk["decisions"] / n, 1),
+                "parquet_bytes_per_feedback": round(disk["feedback"] / n, 1),
+                "parquet_GiB_per_day_at_1000_decisions_per_s": round(
+                    (disk["decisions"] + disk["feedback"]) / n * 1000 * 86400 / 2**30, 1
+                ),
+            },
         }
         print(json.dumps(result, indent=2))
         r.close()

@@ -28,7 +28,7 @@ from contracts.settings import Settings
 from service.adapters.feast_redis import canary_problems
 from service.adapters.feast_sdk import FeastSdkFeatures
 from service.adapters.models import ModelSet, load_models
-from service.adapters.redis_store import RedisStore
+from service.adapters.redis_store import RedisStore, memory_policy
 from service.adapters.spool import Spool
 from service.api.body import ApiRequest
 from service.api.errors import EXCEPTION_HANDLERS
@@ -104,6 +104,19 @@ async def _check_feast_layout(store: RedisStore) -> None:
         )
 
 
+async def _check_memory_policy(client: Any) -> None:
+    """Refuse a Redis that evicts keys (:func:`memory_policy` raises); an unreachable Redis
+    or a disabled CONFIG command only logs (the service starts degraded / trusts the setup)."""
+    try:
+        policy = await asyncio.wait_for(memory_policy(client), 5.0)
+    except TimeoutError:
+        log.warning("Redis maxmemory-policy not checked (timeout)")
+        return
+    if policy is None:
+        log.warning("Redis maxmemory-policy not checked (CONFIG unavailable or Redis down): "
+                    "it must be noeviction")  # fmt: skip
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -125,7 +138,9 @@ def create_app(
             policy.contact_policy,
             project=settings.features.feast_project,
             log_maxlen=settings.redis.log_maxlen,
+            record_ttl_s=round(settings.redis.feedback_window_days * 86400),
         )
+        await _check_memory_policy(client)  # an evicting Redis stops the start here
         await _check_feast_layout(store)  # a Feast upgrade that moved the layout stops here
         models: ModelSet | None = None
         model_error = None

@@ -254,6 +254,11 @@ def main() -> int:
     env = {**os.environ, "NEXTBEST_PORT": str(port), "NEXTBEST_LOG_LEVEL": "WARNING", **keys.env()}
     env.pop("NEXTBEST_DEV_MODE", None)  # the demo runs with authentication on
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env)
+    # the log exporter beside it, as in production: the decisions land in Parquet files
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "service.exporter"],
+        env={**env, "NEXTBEST_EXPORTER_FLUSH_S": "1", "NEXTBEST_EXPORTER_METRICS_PORT": "0"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -281,6 +286,9 @@ def main() -> int:
             print(block)
         for line in run_realtime_demo(base, data_dir, redis_url, auth):
             print(line)
+        exporter.terminate()  # it writes what it read, then stops
+        exporter.wait(timeout=60)
+        print(_log_summary())
         print(
             f"\nYour local API key is in {keys.api_keys_file.parent}/api-key; "
             "`make serve` starts the service with it."
@@ -289,6 +297,25 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+        if exporter.poll() is None:
+            exporter.terminate()
+            exporter.wait(timeout=60)
+
+
+def _log_summary() -> str:
+    """Drain what is left of the log into the files; say where they are and what they hold."""
+    from contracts.settings import Settings
+    from service.exporter.__main__ import build, drain
+    from training.measurement.decision_log import read_log_files
+
+    settings = Settings.from_env()
+    drain(build(settings))
+    decisions, feedback = read_log_files(settings.log.url)
+    return (
+        f"\nDecision log (Parquet, exported from Redis by `python -m service.exporter`): "
+        f"{len(decisions):,} decisions and {len(feedback):,} outcomes in {settings.log.url}; "
+        f"`python -m training report --log {settings.log.url}` reads it"
+    )
 
 
 if __name__ == "__main__":

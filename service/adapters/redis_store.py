@@ -13,6 +13,7 @@ real-time row and cart queued by an :class:`ExtraRead`); writes after it are a s
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,9 +40,13 @@ from service.adapters.feast_redis import FeastRedisLayout
 from service.domain.config import ContactPolicy
 
 __all__ = [
+    "EVICTING_POLICIES",
     "CustomerState",
+    "EvictingPolicy",
     "ExtraRead",
     "RedisStore",
+    "log_backlog",
+    "memory_policy",
     "read_decisions",
     "read_feedback",
     "read_log",
@@ -84,25 +89,50 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return 0
 """
 
-# KEYS[1] decision record, KEYS[2] decision stream; ARGV: summary, ttl, maxlen, record.
-# The record key doubles as the idempotency marker: a replayed decision lands once.
+# A decision's marker is one small hash for the feedback window (listpack-encoded: one key
+# and one TTL per decision): field ``m`` = the compact marker (contracts.records.encode_marker),
+# one field per outcome event logged for it (the outcome's idempotency marker). Markers of
+# earlier versions (a string, plus a string key per outcome) are still read and honoured.
+
+# KEYS[1] decision marker, KEYS[2] decision stream; ARGV: summary, ttl, maxlen, record.
+# The marker doubles as the idempotency marker: a replayed decision lands once.
 DECISION_LUA = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) == false then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'm', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[3]), '*', 'record', ARGV[4])
 return 1
 """
 
-# KEYS[1] decision record, KEYS[2] idempotency marker, KEYS[3] feedback stream
-# ARGV: ttl, maxlen, payload. Returns {0} unknown decision, {1, marker} accepted,
-# {2, marker} duplicate; the decision's marker rides along for the outcome's effects.
+# KEYS[1] decision marker, KEYS[2] outcome marker of an earlier version's decision (a string
+# key), KEYS[3] feedback stream. ARGV: ttl, maxlen, payload, event. Returns {0} unknown
+# decision, {1, marker} accepted, {2, marker} duplicate; the decision's marker rides along for
+# the outcome's effects.
 FEEDBACK_LUA = """
-local marker = redis.call('GET', KEYS[1])
-if not marker then return {0} end
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
-  return {2, marker}
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local marker
+if kind == 'hash' then
+  marker = redis.call('HGET', KEYS[1], 'm')
+  if not marker then return {0} end
+  if redis.call('HSETNX', KEYS[1], ARGV[4], '1') == 0 then return {2, marker} end
+elseif kind == 'string' then
+  marker = redis.call('GET', KEYS[1])
+  if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[1])) == false then
+    return {2, marker}
+  end
+else
+  return {0}
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', tonumber(ARGV[2]), '*', 'record', ARGV[3])
 return {1, marker}
+"""
+
+# KEYS[1] decision marker -> its compact marker (either layout), or false
+GET_MARKER_LUA = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'hash' then return redis.call('HGET', KEYS[1], 'm') end
+if kind == 'string' then return redis.call('GET', KEYS[1]) end
+return false
 """
 
 # What an outcome implies for its unit, applied once: the effect and its marker in one script
@@ -123,6 +153,69 @@ return 1
 """
 
 PURCHASE_TTL_S = 365 * 86400
+#: maxmemory policies under which Redis deletes keys to make room: features, contact
+#: histories, real-time state or the log backlog would silently go
+EVICTING_POLICIES = frozenset(
+    f"{scope}-{how}" for scope in ("allkeys", "volatile") for how in ("lru", "lfu", "random")
+) | {"volatile-ttl"}
+
+
+class EvictingPolicy(RuntimeError):
+    """Redis is configured to evict keys: the service refuses to start on it."""
+
+
+async def memory_policy(client: Any) -> str | None:
+    """Redis's ``maxmemory-policy`` (None: CONFIG is disabled or renamed, as managed Redis
+    services often do; every node's of a cluster must agree: the first evicting one wins).
+
+    Raises :class:`EvictingPolicy` for a policy that evicts keys (``allkeys-*``,
+    ``volatile-*``): the keyspace of features, contacts and real-time state has no key that
+    may be dropped, and the log backlog holds accepted decisions. ``noeviction`` makes Redis
+    refuse writes when full instead; the service then spools them locally (never losing an
+    accepted decision) and /ready reports the backlog before that happens.
+    """
+    try:
+        reply = await client.config_get("maxmemory-policy")
+    except Exception:  # ResponseError: unknown command / NOPERM; nothing to check
+        return None
+    values: list[str] = []
+
+    def collect(reply: Any) -> None:  # {param: value}, or a cluster's {node: {param: value}}
+        if not isinstance(reply, dict):
+            return
+        for k, v in reply.items():
+            if k in ("maxmemory-policy", b"maxmemory-policy"):
+                values.append(v.decode() if isinstance(v, bytes) else str(v))
+            else:
+                collect(v)
+
+    collect(reply)
+    if not values:
+        return None
+    for policy in values:
+        if policy in EVICTING_POLICIES:
+            raise EvictingPolicy(
+                f"Redis maxmemory-policy is {policy!r}: it evicts keys when memory is full, "
+                "and this Redis holds features, contact histories, real-time state and the "
+                "decision-log backlog, none of which may be dropped. Set "
+                "`maxmemory-policy noeviction` (see docs/operations.md, 'Redis memory')"
+            )
+    return values[0]
+
+
+async def log_backlog(client: Any) -> tuple[int, float]:
+    """(decision + feedback stream entries not yet exported, age in seconds of the oldest;
+    0 when none): the exporter deletes what it wrote, so what is left is its backlog."""
+    streams = [*decision_streams(), *feedback_streams()]
+    async with client.pipeline(transaction=False) as pipe:
+        for s in streams:
+            pipe.xlen(s)
+            pipe.xrange(s, "-", "+", count=1)
+        replies = await pipe.execute()
+    entries = sum(int(n) for n in replies[0::2])
+    oldest = [int(r[0][0].split(b"-")[0]) for r in replies[1::2] if r]
+    age = max(time.time() - min(oldest) / 1000.0, 0.0) if oldest else 0.0
+    return entries, age
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +260,7 @@ class RedisStore:
         self._feedback = client.register_script(FEEDBACK_LUA)
         self._decision = client.register_script(DECISION_LUA)
         self._effect = client.register_script(EFFECT_LUA)
+        self._get_marker = client.register_script(GET_MARKER_LUA)
         cap_args: list[Any] = [len(policy.capped_channels), *policy.capped_channels]
         for cap in policy.caps:
             cap_args += [cap.channel, cap.max, cap.window_hours * 3600.0]
@@ -241,7 +335,8 @@ class RedisStore:
         return bool(result)
 
     async def get_decision(self, decision_id: str) -> bytes | None:
-        out: bytes | None = await self.client.get(decision_key(decision_id))
+        """The decision's compact marker (None: unknown or past the feedback window)."""
+        out: bytes | None = await self._get_marker(keys=[decision_key(decision_id)])
         return out
 
     async def append_feedback(
@@ -258,7 +353,7 @@ class RedisStore:
                 feedback_marker_key(decision_id, event),
                 feedback_stream(decision_id),
             ],
-            args=[self.record_ttl_s, self.log_maxlen, payload],
+            args=[self.record_ttl_s, self.log_maxlen, payload, event],
         )
         return int(result[0]), (result[1] if len(result) > 1 else None)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from litestar import Controller, Response, get, post
@@ -9,6 +11,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.adapters.redis_store import log_backlog
 from service.api.body import read_body
 from service.engine import DecisionEngine
 from service.models_manager import ModelManager
@@ -24,6 +27,8 @@ from service.schemas import (
 from service.security import admin_guard, api_guard
 
 __all__ = ["AdminController", "DecisionController", "OpsController"]
+
+log = logging.getLogger("nextbest.api")
 
 
 def _engine(state: State) -> DecisionEngine:
@@ -64,6 +69,20 @@ class OpsController(Controller):
             await engine.store.ping()
         except Exception as exc:
             problems.append(f"redis unreachable: {type(exc).__name__}")
+        else:
+            limit = state.settings.redis.log_backlog_max
+            try:
+                backlog, age = await asyncio.wait_for(log_backlog(engine.store.client), 2.0)
+            except Exception as exc:
+                backlog, age = 0, 0.0
+                log.warning("log backlog not checked: %s", type(exc).__name__)
+            if limit and backlog > limit:
+                # Redis fills with the log: at noeviction it then refuses writes (spooled)
+                problems.append(
+                    f"decision log backlog: {backlog:,} entries not exported (oldest "
+                    f"{age:,.0f} s) > NEXTBEST_LOG_BACKLOG_MAX={limit:,}: is the exporter "
+                    "(python -m service.exporter) running?"
+                )
         if engine.models is None:
             manager: ModelManager = state.model_manager
             problems.append(f"models not loaded: {manager.last_error}")

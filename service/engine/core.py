@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from contracts.features import DEFAULT_SPEC
-from contracts.records import encode
+from contracts.records import encode, encode_marker
 from service.adapters.breaker import Breaker
 from service.adapters.models import ModelSet
 from service.adapters.redis_store import RedisStore
@@ -313,7 +313,7 @@ class DecisionEngine:
                 d.action = None
         record = encode(decision_record(ctx, self.policy))
         marker = decision_marker(ctx)
-        summary = encode(marker) if marker is not None else None
+        summary = encode_marker(marker) if marker is not None else None
         try:
             await self.guard.call(self.store.append_decision(ctx.decision_id, record, summary))
         except Exception:

@@ -314,9 +314,9 @@ def compose() -> dict[str, Any]:
     return spec
 
 
-def prometheus_job() -> dict[str, Any]:
+def prometheus_job(name: str = "nextbest") -> dict[str, Any]:
     spec = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
-    (job,) = spec["scrape_configs"]
+    (job,) = [j for j in spec["scrape_configs"] if j["job_name"] == name]
     return dict(job)
 
 
@@ -344,6 +344,7 @@ class TestCompose:
         assert profiles == {
             "redis": (),
             "service": (),
+            "exporter": (),
             "postgres": ("train",),
             "mlflow": ("train",),
             "train": ("train",),
@@ -356,6 +357,7 @@ class TestCompose:
         built = {n: s for n, s in services.items() if "build" in s}
         assert {n: s["build"]["target"] for n, s in built.items()} == {
             "service": "serve",
+            "exporter": "train",  # pyarrow: not in the service image
             "mlflow": "train",
             "train": "train",
             "locust": "train",
@@ -395,7 +397,7 @@ class TestCompose:
         mlflow_cmd = [str(x) for x in services["mlflow"]["command"]]
         mlflow_port = mlflow_cmd[mlflow_cmd.index("--port") + 1]
         documented = _documented_settings()
-        for name in ("train", "service"):
+        for name in ("train", "service", "exporter"):
             env = services[name]["environment"]
             unknown = {k for k in env if k not in documented}
             assert not unknown, f"{name}: undocumented settings {unknown}"
@@ -403,6 +405,40 @@ class TestCompose:
             assert redis.hostname in services and redis.port == 6379
         tracking = urlparse(services["train"]["environment"]["MLFLOW_TRACKING_URI"])
         assert tracking.hostname == "mlflow" and str(tracking.port) == mlflow_port
+
+    def test_the_exporter_drains_the_log_of_the_services_redis(
+        self, compose: dict[str, Any]
+    ) -> None:
+        from contracts.settings import Settings
+
+        services = compose["services"]
+        exporter = services["exporter"]
+        assert exporter["command"] == ["python", "-m", "service.exporter"]
+        env = exporter["environment"]
+        assert env["NEXTBEST_REDIS_URL"] == services["service"]["environment"]["NEXTBEST_REDIS_URL"]
+        Settings.from_env({k: str(v) for k, v in env.items()})  # values the exporter accepts
+        log_volume = f"decision-log:{env['NEXTBEST_LOG_URL']}"
+        assert log_volume in exporter["volumes"] and "decision-log" in compose["volumes"]
+        # the train image makes that folder writable for its user (a fresh volume copies it)
+        assert env["NEXTBEST_LOG_URL"] in " ".join(
+            st.args for st in target(dockerfile_stages(), "train")[-1].steps if st.op == "RUN"
+        )
+        # Redis never evicts: the service refuses an evicting policy at start
+        assert "noeviction" in services["redis"]["command"]
+        job = prometheus_job("nextbest-exporter")
+        (static,) = job["static_configs"]
+        assert static["targets"] == [f"exporter:{env['NEXTBEST_EXPORTER_METRICS_PORT']}"]
+        prom = services["prometheus"]
+        rules = next(v for v in prom["volumes"] if v.startswith("./deploy/alerts.yml:"))
+        spec = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+        assert spec["rule_files"] == [rules.split(":")[1]]
+        alerts = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
+        exprs = " ".join(r["expr"] for g in alerts["groups"] for r in g["rules"])
+        from service.exporter import ExporterMetrics
+
+        names = {m.name for m in ExporterMetrics().registry.collect()}
+        used = set(re.findall(r"\b(nextbest_[a-z_]+)", exprs))
+        assert used and used <= names, used - names
 
     def test_locust_drives_the_service_with_the_jobs_world(self, compose: dict[str, Any]) -> None:
         services = compose["services"]

@@ -1,6 +1,16 @@
-"""Export the service's decision log and feedback streams from Redis to Parquet, and read it back.
+"""Read the service's decision log (the exporter's Parquet files) as flat tables; export it.
 
-`python -m training export-log --redis-url URL --out DIR` writes three files to ``DIR``:
+The log lives in Parquet files under ``NEXTBEST_LOG_URL`` (a folder or any fsspec URL),
+written by the exporter (``python -m service.exporter``, :mod:`service.exporter`) with the
+columns of :mod:`contracts.log_schema` (the record structs, nested). :func:`load_log` reads
+either that log root (DuckDB over ``decisions/**/*.parquet``, optionally a time range; rows
+deduplicated by decision id and by (decision id, event), a belt to the exporter's braces) or
+an export folder, and returns the flat tables below. Redis keeps only the backlog the
+exporter has not drained yet; ``export-log --redis-url`` still reads that (a service run
+without an exporter: tests, a laptop).
+
+`python -m training export-log [--from LOG] [--since T] [--until T] --out DIR` writes three
+files to ``DIR``:
 
 ``decisions.parquet``, one row per decision record (the 16 shards merged, ordered by ``ts``;
 ties keep stream-entry order):
@@ -64,11 +74,14 @@ _log = logging.getLogger(__name__)
 __all__ = [
     "DECISION_COLUMNS",
     "FEEDBACK_COLUMNS",
+    "export_files",
     "export_log",
     "flatten_decisions",
     "flatten_feedback",
+    "is_log_root",
     "load_log",
     "outcomes",
+    "read_log_files",
 ]
 
 DECISION_COLUMNS: dict[str, str] = {
@@ -208,8 +221,10 @@ def flatten_feedback(records: list[FeedbackRecord]) -> pd.DataFrame:
 
 
 def export_log(redis_url: str, out: Path, cluster: bool | None = None) -> dict[str, Any]:
-    """Read every decision and feedback record from Redis and write the Parquet export.
+    """Every decision and feedback record still in Redis's streams -> an export folder.
 
+    With the exporter running the streams hold only its backlog (read the Parquet log:
+    :func:`export_files`); this reads a service's log where no exporter ran.
     ``cluster`` (default: NEXTBEST_REDIS_CLUSTER): ``redis_url`` names a Redis Cluster node.
     """
     from service.adapters.redis_store import read_decisions, read_feedback, sync_client
@@ -223,6 +238,10 @@ def export_log(redis_url: str, out: Path, cluster: bool | None = None) -> dict[s
         feedback = feedback.sort_values("ts", kind="stable").reset_index(drop=True)
     finally:
         client.close()
+    return _write_export(decisions, feedback, out)
+
+
+def _write_export(decisions: pd.DataFrame, feedback: pd.DataFrame, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     decisions.to_parquet(out / "decisions.parquet", index=False)
     feedback.to_parquet(out / "feedback.parquet", index=False)
@@ -238,8 +257,106 @@ def export_log(redis_url: str, out: Path, cluster: bool | None = None) -> dict[s
     return meta
 
 
-def load_log(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(decisions, feedback) from an export folder (feedback may be missing: empty)."""
+# ------------------------------------------------------------ the Parquet log
+def _is_url(source: str | Path) -> bool:
+    return isinstance(source, str) and "://" in source and not source.startswith("file://")
+
+
+def is_log_root(source: str | Path) -> bool:
+    """Is ``source`` the exporter's log root (``decisions/`` of partitions), not an export?"""
+    if _is_url(source):
+        return True
+    p = Path(str(source).removeprefix("file://"))
+    return (p / "decisions").is_dir() and not (p / "decisions.parquet").exists()
+
+
+def _epoch(t: str | datetime | pd.Timestamp | None) -> float | None:
+    if t is None:
+        return None
+    ts = pd.Timestamp(t)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return float(ts.timestamp())
+
+
+def _query(con: Any, glob: str, key: str, since: float | None, until: float | None) -> Any:
+    """Arrow table of the files matching ``glob``: one row per ``key``, in log order."""
+    where = []
+    if since is not None:
+        where.append(f"ts >= {since!r}")
+    if until is not None:
+        where.append(f"ts < {until!r}")
+    cond = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = (
+        f"SELECT * FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false) "
+        f"{cond} QUALIFY row_number() OVER (PARTITION BY {key} "
+        "ORDER BY logged_at, shard, stream_id) = 1 ORDER BY logged_at, shard, stream_id"
+    )
+    return con.sql(sql).fetch_arrow_table()
+
+
+def read_log_files(
+    source: str | Path,
+    since: str | datetime | pd.Timestamp | None = None,
+    until: str | datetime | pd.Timestamp | None = None,
+) -> tuple[list[DecisionRecord], list[FeedbackRecord]]:
+    """The records of the exporter's Parquet log at ``source`` (a folder or fsspec URL),
+    decisions with ``since <= ts < until`` (feedback: its own ``ts``), in log order;
+    duplicates (none are written; a second exporter misconfigured on one Redis could) are
+    dropped by decision id and by (decision id, event)."""
+    import duckdb
+
+    from contracts.log_schema import DECISIONS, FEEDBACK
+    from service.exporter import log_filesystem
+
+    fs, root = log_filesystem(str(source))
+    con = duckdb.connect()
+    try:
+        if _is_url(source):
+            con.register_filesystem(fs)
+            prefix = f"{str(source).split('://', 1)[0]}://{root}"
+        else:
+            prefix = root
+        lo, hi = _epoch(since), _epoch(until)
+        out: list[Any] = []
+        for table, key in ((DECISIONS, "decision_id"), (FEEDBACK, "decision_id, event")):
+            if not fs.glob(f"{root}/{table.name}/**/*.parquet"):
+                out.append([])
+                continue
+            arrow = _query(con, f"{prefix}/{table.name}/**/*.parquet", key, lo, hi)
+            out.append(table.records(arrow))
+    finally:
+        con.close()
+    return out[0], out[1]
+
+
+def _flat_from_files(
+    source: str | Path,
+    since: str | datetime | pd.Timestamp | None = None,
+    until: str | datetime | pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    recs, fbs = read_log_files(source, since, until)
+    decisions = flatten_decisions(recs).sort_values("ts", kind="stable").reset_index(drop=True)
+    feedback = flatten_feedback(fbs).sort_values("ts", kind="stable").reset_index(drop=True)
+    return decisions, feedback
+
+
+def export_files(
+    source: str | Path,
+    out: Path,
+    since: str | datetime | pd.Timestamp | None = None,
+    until: str | datetime | pd.Timestamp | None = None,
+) -> dict[str, Any]:
+    """The exporter's Parquet log (``source``: NEXTBEST_LOG_URL) -> an export folder."""
+    return _write_export(*_flat_from_files(source, since, until), out)
+
+
+def load_log(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(decisions, feedback) as flat tables from the exporter's log root (a folder or an
+    fsspec URL: the Parquet log) or from an export folder (feedback may be missing: empty)."""
+    if is_log_root(path):
+        return _flat_from_files(path)
+    path = Path(path)
     decisions = pd.read_parquet(path / "decisions.parquet")
     fb_path = path / "feedback.parquet"
     if fb_path.exists():
