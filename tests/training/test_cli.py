@@ -20,6 +20,8 @@ COMMANDS = {
     "features",
     "feature-store",
     "train",
+    "figures",
+    "ope-harness",
     "promote",
     "rollback",
     "export-bundle",
