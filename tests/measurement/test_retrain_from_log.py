@@ -46,7 +46,10 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
     sqlite_store: Any, small_world: Path
 ) -> None:
     world = World.load(small_world)
-    rows = _log_rows(world)
+    # enough log rows that some train: fit() keeps the newest 10 % of the training rows for
+    # early stopping, and log rows are the newest (400 of them all fell in that window, so
+    # their weights only reached the stopping rule)
+    rows = _log_rows(world, n=1500)
     base = build_datasets(sqlite_store, progress=False)
     ds = build_datasets(sqlite_store, progress=False, extra=rows)
     assert ds.params["log_rows"] == len(rows)
