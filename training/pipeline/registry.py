@@ -5,9 +5,14 @@ Registered models: ``nextbest-propensity``, ``nextbest-send-time``, ``nextbest-c
 the candidate only when every gate passes (:func:`check_gates`); ``rollback`` moves it back to
 the previous champion. Versions are always resolved through aliases, never by number.
 
-Gates, per model:
+Gates, per model, all on data any company has (no ground truth needed):
   * the ONNX parity check passed;
-  * the primary metric beats the best baseline by ``margin`` (``GATES``);
+  * the primary held-out metric beats the best simple baseline by ``margin`` (``GATES``);
+  * where held-out sends carry the logging policy's propensities (propensity model): the
+    candidate's offer policy is not significantly worse than the logged one off-policy
+    (``ope_vs_logged``: the 95% interval of the paired DR difference reaches 0 or above);
+  * ground-truth regret beats the baselines (``TRUTH_GATES``), only when the candidate
+    reports it (the synthetic world's truth was there at training);
   * no key metric is worse than the current champion's by more than its tolerance
     (``CHAMPION_TOLERANCE``).
 
@@ -46,6 +51,7 @@ __all__ = [
     "GATES",
     "HISTORY_TAG",
     "REGISTERED_NAMES",
+    "TRUTH_GATES",
     "Gate",
     "GateOutcome",
     "artifact_root",
@@ -69,11 +75,19 @@ class Gate:
     margin: float  # required advantage over the best baseline
 
 
+#: gates on metrics any data gives (held-out later period vs the simple baselines)
 GATES: dict[str, list[Gate]] = {
-    "propensity": [Gate("auc", True, 0.01), Gate("regret_conversion", False, 0.0)],
-    # hit rate must beat the best baseline (no margin); the ground-truth regret decides
-    "send_time": [Gate("top3_hit_rate", True, 0.0), Gate("regret_open", False, 0.0)],
-    "channel": [Gate("logloss", False, 0.001), Gate("regret_open", False, 0.0)],
+    "propensity": [Gate("auc", True, 0.01)],
+    # hit rate must beat the best baseline (no margin)
+    "send_time": [Gate("top3_hit_rate", True, 0.0)],
+    "channel": [Gate("logloss", False, 0.001)],
+}
+#: gates on ground-truth metrics: checked only when the candidate reports them (the synthetic
+#: world's truth was there at training); never required
+TRUTH_GATES: dict[str, list[Gate]] = {
+    "propensity": [Gate("regret_conversion", False, 0.0)],
+    "send_time": [Gate("regret_open", False, 0.0)],
+    "channel": [Gate("regret_open", False, 0.0)],
 }
 #: metric -> (higher is better, absolute tolerance vs the current champion)
 CHAMPION_TOLERANCE: dict[str, dict[str, tuple[bool, float]]] = {
@@ -216,7 +230,8 @@ def gate_outcomes(
             None if parity else "ONNX parity check did not pass",
         )
     )
-    for g in GATES[kind]:
+    truth = [g for g in TRUTH_GATES.get(kind, []) if g.metric in candidate]
+    for g in [*GATES[kind], *truth]:
         name = f"{g.metric}_vs_best_baseline"
         value = candidate.get(g.metric)
         if value is None or math.isnan(value):
@@ -238,6 +253,8 @@ def gate_outcomes(
             f"by {g.margin}"
         )
         out.append(GateOutcome(name, ok, detail, reason))
+    if "ope_dr_gain_high" in candidate:
+        out.append(ope_gate(candidate))
     if champion:
         for metric, (higher, tol) in CHAMPION_TOLERANCE[kind].items():
             if metric not in candidate or metric not in champion:
@@ -255,6 +272,28 @@ def gate_outcomes(
             )
             out.append(GateOutcome(f"{metric}_vs_champion", ok, detail, reason))
     return out
+
+
+def ope_gate(candidate: dict[str, float]) -> GateOutcome:
+    """The candidate's offer policy must not be significantly worse than the logged policy:
+    the upper end of the 95% interval of the paired DR difference is not below 0."""
+    gain = candidate.get("ope_dr_gain", float("nan"))
+    low = candidate.get("ope_dr_gain_low", float("nan"))
+    high = candidate.get("ope_dr_gain_high", float("nan"))
+    reliable = candidate.get("ope_reliable", 0.0) >= 1.0
+    detail = (
+        f"DR value gain vs the logged policy {gain:+.4f} (95% CI {low:+.4f} to {high:+.4f}), "
+        f"{int(candidate.get('ope_rows', 0)):,} logged sends, effective sample size "
+        f"{candidate.get('ope_ess', 0.0):.0f}" + ("" if reliable else ", few rewarded rows")
+    )
+    ok = not high < 0  # NaN (no variation) passes
+    reason = (
+        None
+        if ok
+        else f"off-policy value {gain:+.4f} is significantly below the logged policy's "
+        f"(95% CI upper end {high:+.4f} < 0)"
+    )
+    return GateOutcome("ope_vs_logged", ok, detail, reason)
 
 
 def check_gates(
