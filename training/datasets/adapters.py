@@ -302,9 +302,7 @@ def adapt_bank(path: Path) -> Adapted:
     n = len(df)
     ids = pd.Series([f"B{i:05d}" for i in range(n)])
     day = bank_dates(df["month"].astype(str), df["day_of_week"].astype(str))
-    sent = (
-        (day + pd.Timedelta(hours=12)).dt.tz_localize("Europe/Lisbon").dt.tz_convert("UTC")
-    )
+    sent = (day + pd.Timedelta(hours=12)).dt.tz_localize("Europe/Lisbon").dt.tz_convert("UTC")
     customers = pd.DataFrame(
         {
             "customer_id": ids,

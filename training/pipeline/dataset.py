@@ -36,9 +36,10 @@ so the propensity model then splits at the 80% quantile of the *log rows'* send 
 learns from the whole history and the older 80% of the service's decisions and is tested on
 its newest 20%. The other two models keep the history split.
 
-Feast's file offline store drops entity rows with no feature snapshot at their send time
-(the first week of history, before the first weekly snapshot, and customers before their
-first snapshot); the row counts printed by ``train`` show how many remain.
+Entity rows with no feature snapshot of one of the service's views at their send time (the
+first week of history, before the first weekly snapshot, and customers before their first
+snapshot) are dropped, as Feast's file offline store did (its DuckDB store, used now, keeps
+them with empty features); the row counts printed by ``train`` show how many remain.
 
 ``max_rows`` (``--max-rows``) optionally caps the entity rows of each model with a seeded
 uniform sample (documented in the MLflow run params); the default uses every row.
@@ -100,8 +101,10 @@ MESSAGE_COLS = (
     "revenue",
 )
 _KEYS = ("message_id", "customer_id", "offer_id", "event_timestamp")
-#: optional contract columns kept when present (``propensity``: the logging policy's)
-OPTIONAL_COLS = ("propensity",)
+#: optional columns kept when present: ``propensity``, the logging policy's probability of the
+#: send; ``offer_propensity``, its probability of the offer given the send's channel and time
+#: (what the off-policy value of an offer policy needs; ``propensity`` stands in without it)
+OPTIONAL_COLS = ("propensity", "offer_propensity")
 
 
 @dataclass
@@ -283,8 +286,10 @@ def load_messages() -> pd.DataFrame:
     if "policy" not in m:
         m["policy"] = "unknown"
     m["policy"] = m["policy"].fillna("unknown").astype(str)
-    if "propensity" not in m:
-        m["propensity"] = np.nan
+    for c in OPTIONAL_COLS:
+        if c not in m:
+            m[c] = np.nan
+    m["offer_propensity"] = m["offer_propensity"].fillna(m["propensity"])
     return m.sort_values(["sent_at", "message_id"], kind="stable").reset_index(drop=True)
 
 
@@ -319,9 +324,14 @@ def historical(store: Any, service: str, rows: pd.DataFrame) -> pd.DataFrame:
     entity = rows[["message_id", "customer_id", "offer_id", "sent_at"]].rename(
         columns={"sent_at": "event_timestamp"}
     )
-    joined = store.get_historical_features(
-        entity_df=entity, features=store.get_feature_service(service)
-    ).to_df()
+    fs = store.get_feature_service(service)
+    joined = store.get_historical_features(entity_df=entity, features=fs).to_df()
+    # rows with no snapshot of some view at their send time carry no information from it:
+    # drop them, as Feast's file (Dask) offline store did (the DuckDB store keeps them, NaN)
+    for proj in fs.feature_view_projections:
+        cols = [f.name for f in proj.features if f.name in joined]
+        if cols:
+            joined = joined[joined[cols].notna().any(axis=1)]
     joined = joined.drop(columns=[c for c in ("customer_id", "offer_id") if c in joined])
     joined = joined.drop(columns=["event_timestamp"])
     out = rows.merge(joined, on="message_id", how="inner", validate="one_to_one")
@@ -348,6 +358,7 @@ def build_datasets(
         log_rows = extra[[*MESSAGE_COLS, "weight"]].copy()
         log_rows["sent_at"] = pd.to_datetime(log_rows["sent_at"], utc=True)
         log_rows["propensity"] = np.nan
+        log_rows["offer_propensity"] = np.nan
         log_cutoff = pd.Timestamp(log_rows["sent_at"].quantile(1.0 - TEST_SHARE))  # type: ignore[arg-type]
         messages = pd.concat([messages.assign(weight=1.0), log_rows], ignore_index=True)
         messages = messages.sort_values("sent_at", kind="stable").reset_index(drop=True)
@@ -409,8 +420,8 @@ def build_datasets(
             spec=spec,
         )
     ope: ModelData | None = None
-    logged = history[test_all & history["propensity"].notna().to_numpy()]
-    logged = logged[(logged["propensity"] > 0) & (logged["propensity"] <= 1)]
+    logged = history[test_all & history["offer_propensity"].notna().to_numpy()]
+    logged = logged[(logged["offer_propensity"] > 0) & (logged["offer_propensity"] <= 1)]
     if len(logged):
         if max_rows is not None and len(logged) > max_rows:
             logged = logged.sample(n=max_rows, random_state=seed).sort_values("sent_at")

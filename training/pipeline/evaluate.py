@@ -316,7 +316,11 @@ def off_policy_value(
     """The candidate's offer policy (argmax of the model over the valid offers, channel and
     hour as logged) valued off-policy on held-out sends with logged propensities.
 
-    Reward: converted. Estimates (:mod:`training.measurement.ope`): SNIPS and DR (reward model:
+    Weights: the logged probability of the offer given the send's channel and time
+    (``offer_propensity``; else the send's ``propensity``, exact when the sending policy drew
+    the offer independently of a fixed channel and time, as in Hillstrom's design; with a
+    joint propensity over channel and time too, rows are also weighted towards the rarer
+    channel-time pairs). Reward: converted. Estimates (:mod:`training.measurement.ope`): SNIPS and DR (reward model:
     cross-fitted per-offer means) for the candidate and for "most popular offer"; the logged
     policy's own value is the mean reward (on-policy). ``ope_dr_gain``: the paired DR
     difference candidate - logged with its 95% interval (the ``ope_vs_logged`` gate).
@@ -337,7 +341,7 @@ def off_policy_value(
         return
     action = rows.meta["offer_id"].astype(str).map(index).to_numpy()[idx].astype(np.int64)
     reward = rows.y[idx].astype(np.float64)
-    propensity = rows.meta["propensity"].to_numpy(dtype=np.float64)[idx]
+    propensity = rows.meta["offer_propensity"].to_numpy(dtype=np.float64)[idx]
     score, valid = offer_scores(ds, model, rows, idx)
     n, k = score.shape
     q_hat = cross_fit_rewards(np.zeros((n, 0)), action, reward, k, "mean", 2, seed)
