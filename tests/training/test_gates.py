@@ -85,10 +85,11 @@ def test_no_ground_truth_is_not_required() -> None:
 
 def test_off_policy_value_gate() -> None:
     """Where sends carry logged propensities, a candidate whose offer policy is significantly
-    worse than the logged policy (the interval of the DR gain below 0) is refused."""
-    ope = {"ope_dr_gain": 0.01, "ope_dr_gain_low": -0.01, "ope_dr_gain_high": 0.03}
+    worse than the logged policy off-policy (SNIPS interval below the logged one) is refused."""
+    logged = {"logged_policy": {"ope_snips_value": 0.05, "ope_snips_low": 0.04}}
+    ope = {"ope_snips_value": 0.06, "ope_snips_low": 0.03, "ope_snips_high": 0.09}
     ope |= {"ope_rows": 1000.0, "ope_ess": 400.0, "ope_reliable": 1.0}
-    assert check_gates("propensity", {**GOOD, **ope}, BASELINES, None) == []
-    worse = {**ope, "ope_dr_gain": -0.05, "ope_dr_gain_low": -0.08, "ope_dr_gain_high": -0.02}
-    reasons = check_gates("propensity", {**GOOD, **worse}, BASELINES, None)
+    assert check_gates("propensity", {**GOOD, **ope}, {**BASELINES, **logged}, None) == []
+    worse = {**ope, "ope_snips_value": 0.02, "ope_snips_low": 0.01, "ope_snips_high": 0.03}
+    reasons = check_gates("propensity", {**GOOD, **worse}, {**BASELINES, **logged}, None)
     assert any("off-policy value" in r for r in reasons)

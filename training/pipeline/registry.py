@@ -10,7 +10,8 @@ Gates, per model, all on data any company has (no ground truth needed):
   * the primary held-out metric beats the best simple baseline by ``margin`` (``GATES``);
   * where held-out sends carry the logging policy's propensities (propensity model): the
     candidate's offer policy is not significantly worse than the logged one off-policy
-    (``ope_vs_logged``: the 95% interval of the paired DR difference reaches 0 or above);
+    (``ope_vs_logged``: the candidate's SNIPS interval does not lie entirely below the
+    logged policy's);
   * ground-truth regret beats the baselines (``TRUTH_GATES``), only when the candidate
     reports it (the synthetic world's truth was there at training);
   * no key metric is worse than the current champion's by more than its tolerance
@@ -253,8 +254,8 @@ def gate_outcomes(
             f"by {g.margin}"
         )
         out.append(GateOutcome(name, ok, detail, reason))
-    if "ope_dr_gain_high" in candidate:
-        out.append(ope_gate(candidate))
+    if "ope_snips_high" in candidate and "logged_policy" in baselines:
+        out.append(ope_gate(candidate, baselines["logged_policy"]))
     if champion:
         for metric, (higher, tol) in CHAMPION_TOLERANCE[kind].items():
             if metric not in candidate or metric not in champion:
@@ -274,24 +275,27 @@ def gate_outcomes(
     return out
 
 
-def ope_gate(candidate: dict[str, float]) -> GateOutcome:
-    """The candidate's offer policy must not be significantly worse than the logged policy:
-    the upper end of the 95% interval of the paired DR difference is not below 0."""
-    gain = candidate.get("ope_dr_gain", float("nan"))
-    low = candidate.get("ope_dr_gain_low", float("nan"))
-    high = candidate.get("ope_dr_gain_high", float("nan"))
+def ope_gate(candidate: dict[str, float], logged: dict[str, float]) -> GateOutcome:
+    """The candidate's offer policy must not be significantly worse than the logged policy
+    off-policy: its SNIPS interval (95%) must not lie entirely below the logged policy's."""
+    value = candidate.get("ope_snips_value", float("nan"))
+    high = candidate.get("ope_snips_high", float("nan"))
+    low = candidate.get("ope_snips_low", float("nan"))
+    base = logged.get("ope_snips_value", float("nan"))
+    base_low = logged.get("ope_snips_low", float("nan"))
     reliable = candidate.get("ope_reliable", 0.0) >= 1.0
     detail = (
-        f"DR value gain vs the logged policy {gain:+.4f} (95% CI {low:+.4f} to {high:+.4f}), "
-        f"{int(candidate.get('ope_rows', 0)):,} logged sends, effective sample size "
-        f"{candidate.get('ope_ess', 0.0):.0f}" + ("" if reliable else ", few rewarded rows")
+        f"SNIPS value {value:.4f} (95% CI {low:.4f} to {high:.4f}) vs the logged policy "
+        f"{base:.4f} (from {base_low:.4f}), {int(candidate.get('ope_rows', 0)):,} logged sends, "
+        f"effective sample size {candidate.get('ope_ess', 0.0):.0f}"
+        + ("" if reliable else ", few rewarded rows")
     )
-    ok = not high < 0  # NaN (no variation) passes
+    ok = not high < base_low  # NaN (nothing to compare) passes
     reason = (
         None
         if ok
-        else f"off-policy value {gain:+.4f} is significantly below the logged policy's "
-        f"(95% CI upper end {high:+.4f} < 0)"
+        else f"off-policy value {value:.4f} is significantly below the logged policy's "
+        f"{base:.4f} (95% CI upper end {high:.4f} < {base_low:.4f})"
     )
     return GateOutcome("ope_vs_logged", ok, detail, reason)
 
