@@ -159,7 +159,7 @@ def adapt_hillstrom(path: Path) -> Adapted:
 
     * customers: ``H<row>``; ``signup_at`` nominal (the campaign minus 180 days for
       ``newbie`` = 1, minus 2 years otherwise: the data only says "new in the last 12
-      months"); consent to e-mail (they were e-mailed or could have been); no time zone;
+      months"; never after the last purchase); consent to e-mail (they were e-mailed or could have been); no time zone;
       ``zip_code``, ``purchase_channel``, ``history_segment``, ``mens``, ``womens`` kept as
       attributes.
     * events: the last purchase, ``recency`` months (of 30 days) before the campaign, value =
@@ -178,7 +178,8 @@ def adapt_hillstrom(path: Path) -> Adapted:
     ids = pd.Series([f"H{i:05d}" for i in range(n)])
     campaign = HILLSTROM_CAMPAIGN
     newbie = df["newbie"].to_numpy(dtype=bool)
-    signup = campaign - pd.to_timedelta(np.where(newbie, 180, 730), unit="D")
+    days = np.maximum(np.where(newbie, 180, 730), df["recency"].to_numpy() * 30 + 1)
+    signup = campaign - pd.to_timedelta(days, unit="D")
     customers = pd.DataFrame(
         {
             "customer_id": ids,
