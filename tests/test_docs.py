@@ -77,3 +77,19 @@ class TestReadme:
         assert links
         for link in links:
             assert (ROOT / link).is_file(), link
+
+
+class TestFigures:
+    def test_every_figure_is_shown_and_every_shown_figure_exists(self) -> None:
+        """docs/figures/ holds only plots a page shows, each written by a command the page names."""
+        pages = {p: p.read_text() for p in DOCS.glob("*.md")}
+        shown = {
+            (p, m) for p, text in pages.items() for m in re.findall(r"\]\((figures/[^)]+)\)", text)
+        }
+        for page, ref in shown:
+            assert (DOCS / ref).is_file(), f"{page.name} shows {ref}, which does not exist"
+            assert f"docs/{ref}" in pages[page] or "figures --out" in pages[page], (
+                f"{page.name} shows {ref} without the command that writes it"
+            )
+        on_disk = {f"figures/{f.name}" for f in (DOCS / "figures").glob("*.png")}
+        assert not on_disk - {ref for _, ref in shown}, "figures no page shows"

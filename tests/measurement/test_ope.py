@@ -107,16 +107,16 @@ def test_evaluate_frame_with_policy_specs(bandit: dict[str, np.ndarray]) -> None
     dr = t[(t["policy"] == "column:best") & (t["method"] == "DR")].iloc[0]
     truth = float(np.mean(bandit["p"][:n].max(axis=1)))
     assert dr["low"] <= truth <= dr["high"]
-    with pytest.raises(ValueError, match="never appears"):
+    with pytest.raises(ope.UnsupportedPolicyError, match=r"never taken in the log \(\['zzz'\]\)"):
         ope.evaluate_frame(df, ["constant:zzz"])
     with pytest.raises(ValueError, match="lacks"):
         ope.evaluate_frame(df.drop(columns=["propensity"]), ["uniform"])
     probs = df.assign(pi_a=0.2, pi_b=0.3, pi_c=0.5)
     t2 = ope.evaluate_frame(probs, ["probs:pi_"])
-    assert (t2["policy"] == "probs:pi_").sum() == 4
+    assert (t2["policy"] == "probs:pi_").sum() == len(ope.ALL_METHODS)
 
 
-def test_candidate_actions_absent_from_the_log_earn_no_weight(
+def test_candidate_actions_absent_from_the_log_are_refused_or_earn_no_weight(
     bandit: dict[str, np.ndarray],
 ) -> None:
     n = 6000
@@ -130,7 +130,11 @@ def test_candidate_actions_absent_from_the_log_earn_no_weight(
             "cand": np.where(np.arange(n) % 2 == 0, "c", "d"),
         }
     )
-    t = ope.evaluate_frame(df, ["column:cand"]).set_index("method")
+    with pytest.raises(ope.UnsupportedPolicyError, match=r"\['d'\]\), on 3,000 rows"):
+        ope.evaluate_frame(df, ["column:cand"])
+    t = ope.evaluate_frame(df, ["column:cand"], unsupported="warn")
+    assert "never taken" in t.attrs["notes"][0]
+    t = t.set_index("method")
     assert t.loc["IPS", "match"] == pytest.approx(float(np.mean(df["action"] == df["cand"])))
     # IPS only counts the "c" half: about half the value of always playing "c"
     truth_c = float(np.mean(bandit["p"][:n, 2]))

@@ -3,6 +3,7 @@
 export-log     decision log + feedback streams in Redis -> Parquet
 report         lift per experiment and arm vs the holdout (terminal table + HTML)
 ope            off-policy evaluation of candidate policies from a log with propensities
+ope-harness    estimator selection: each OPE estimator's error and coverage against a known truth
 hillstrom      validate the lift report and OPE on the Hillstrom e-mail experiment
 simulate       replay world customers through a running service, score with the truth
 log-to-training  exported log -> extra training rows (messages.parquet schema + weight)
@@ -20,6 +21,7 @@ __all__ = [
     "cmd_hillstrom",
     "cmd_log_to_training",
     "cmd_ope",
+    "cmd_ope_harness",
     "cmd_report",
     "cmd_simulate",
 ]
@@ -64,6 +66,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(lift.render_html(rep))
         print(f"\nHTML report: {args.html}")
+    if args.figure and not rep.lift.empty:
+        print(f"forest plot: {lift.write_forest_png(rep.lift, args.figure)}")
     return 2 if any(s.mismatch for s in rep.srm) and args.fail_on_srm else 0
 
 
@@ -82,6 +86,11 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
         decisions = decisions[decisions["ts"] >= pd.Timestamp(args.since)]
     out = outcomes(decisions, feedback)
     df = ope.bandit_log_from_decisions(out, args.reward, args.log_policies.split(","))
+    if args.action_hour:  # the action includes the send hour: send-time candidates
+        acted = df["action"] != "none"
+        df.loc[acted, "action"] = (
+            df.loc[acted, "action"] + "|" + df.loc[acted, "logged_local_hour"].astype(str)
+        )
     n_withdrawn = int(ope.withdrawn(out["suppressed"]).sum())
     print(
         f"decision log {args.log}: {len(decisions):,} decisions, {len(df):,} usable for OPE "
@@ -97,7 +106,10 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
             df[f"x_{c}"] = feats[c].to_numpy()
         for cand in cands:
             acts = replay.candidate_actions(df, feats, cand)
-            df[f"cand_{cand.name}"] = acts["action"].to_numpy()
+            cact = acts["action"].astype(str)
+            if args.action_hour:
+                cact = cact.where(cact == "none", cact + "|" + acts["local_hour"].astype(str))
+            df[f"cand_{cand.name}"] = cact.to_numpy()
             df[f"cand_{cand.name}_hour"] = acts["local_hour"].to_numpy()
             specs.append(f"column:cand_{cand.name}")
     if args.world:
@@ -125,6 +137,24 @@ def _ope_from_export(args: argparse.Namespace) -> tuple[Any, list[str]]:
     return df, specs
 
 
+def _methods(args: argparse.Namespace) -> tuple[str, ...]:
+    from training.measurement import ope
+
+    if not args.methods:
+        return ope.ALL_METHODS
+    out = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = [m for m in out if m not in ope.ALL_METHODS]
+    if bad:
+        raise SystemExit(f"--methods: unknown {bad}; choose from {','.join(ope.ALL_METHODS)}")
+    return out
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+
+
 def cmd_ope(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
@@ -133,13 +163,13 @@ def cmd_ope(args: argparse.Namespace) -> int:
 
     path = Path(args.log)
     specs = list(args.policy or [])
+    unsupported = args.unsupported
     if path.is_dir():
         df, cand_specs = _ope_from_export(args)
         specs += cand_specs
-    elif path.suffix == ".csv":
-        df = pd.read_csv(path)
+        unsupported = unsupported or "warn"
     else:
-        df = pd.read_parquet(path)
+        df = _read_table(path)
     if not specs:
         print("ope: nothing to evaluate (give --policy and/or --candidate)")
         return 2
@@ -150,9 +180,21 @@ def cmd_ope(args: argparse.Namespace) -> int:
     compare = args.compare_to
     if compare is not None and compare not in specs:
         compare = f"column:cand_{compare}"  # a candidate's name
-    t = ope.evaluate_frame(
-        df, specs, args.reward_model, feats, args.alpha, args.bootstrap, args.seed, compare
-    )
+    rrange = None
+    if args.reward_range:
+        lo, _, hi = args.reward_range.partition(",")
+        rrange = (float(lo), float(hi))
+    catalogue = _read_table(Path(args.catalogue)) if args.catalogue else None
+    try:
+        t = ope.evaluate_frame(
+            df, specs, args.reward_model, feats, args.alpha, args.bootstrap, args.seed, compare,
+            folds=args.folds, catalogue=catalogue, methods=_methods(args), reward_range=rrange,
+            slot=args.slot, logging_probs=args.logging_probs, unsupported=unsupported or "error",
+            dm_refits=args.dm_refits,
+        )  # fmt: skip
+    except ope.UnsupportedPolicyError as exc:
+        print(f"ope: missing support: {exc}")
+        return 2
     truth: dict[str, float] | None = df.attrs.get("truth")
     if truth:
         t["truth"] = [
@@ -164,21 +206,70 @@ def cmd_ope(args: argparse.Namespace) -> int:
         known = t["truth"].notna() & t["low"].notna()
         inside = (t["low"] <= t["truth"]) & (t["truth"] <= t["high"])
         t["covered"] = np.where(known, np.where(inside, "yes", "NO"), "-")
-    ci = f"bootstrap ({args.bootstrap} resamples)" if args.bootstrap else "CLT"
-    print(f"Off-policy evaluation of {len(df):,} logged rows; {1 - args.alpha:.0%} CI: {ci}; "
-          f"reward model for DR: {args.reward_model} (2-fold cross-fitted)")  # fmt: skip
+    ci = f"CLT and bootstrap ({args.bootstrap} resamples)" if args.bootstrap else "CLT"
+    print(f"Off-policy evaluation of {len(df):,} logged rows, catalogue of "
+          f"{t.attrs['catalogue']:,} actions; {1 - args.alpha:.0%} intervals: {ci}, clipped "
+          f"to the reward's range")  # fmt: skip
+    print(f"reward model for DM and the DR family: {t.attrs['reward_model']}")
+    if t.attrs.get("reward_model_fallback"):
+        print(f"WARNING: the reward model fell back to per-action means: "
+              f"{t.attrs['reward_model_fallback']}")  # fmt: skip
+    for note in t.attrs.get("notes", []):
+        print(note)
     if truth:
         print("truth: the world's expected reward of each policy's actions on these contexts")
-    with pd.option_context("display.width", 240, "display.float_format", "{:.5g}".format):
-        print(t.to_string(index=False))
+    cols = ["policy", *(["slot"] if args.slot else []), "method", "value", "se", "clt_low",
+            "clt_high", "boot_low", "boot_high", "param", "ess", "match", "ess_events",
+            "reliable", "reward_model", *(["truth", "covered"] if truth else [])]  # fmt: skip
+    with pd.option_context("display.width", 250, "display.float_format", "{:.5g}".format):
+        print(t[cols].to_string(index=False))
     weak = sorted(set(t.loc[~t["reliable"].astype(bool), "policy"]))
     if weak:
         print(
             f"WARNING: fewer than {ope.MIN_EFFECTIVE_EVENTS:.0f} effective rewarded rows "
-            f"(ess_events) for {', '.join(weak)}: their intervals are NOT reliable (a few "
-            "heavily weighted rows decide them); log more exploration or compare "
-            "candidates closer to the logging policy"
+            f"(ess_events) for {', '.join(weak)}: their importance-weighted intervals are NOT "
+            "reliable (a few heavily weighted rows decide them); log more exploration, compare "
+            "candidates closer to the logging policy, or see `ope-harness` for which estimator "
+            "to trust"
         )
+    return 0
+
+
+def cmd_ope_harness(args: argparse.Namespace) -> int:
+    from training.measurement.ope import harness
+
+    methods = _methods(args)
+    if args.log:
+        if not args.policy:
+            print("ope-harness --log: give the candidates with --policy")
+            return 2
+        df = _read_table(Path(args.log))
+        res = harness.split_harness(
+            df, args.policy, args.reps, args.reward_model, None, args.folds, args.bootstrap,
+            args.alpha, args.seed, methods, progress=lambda s: print(s, flush=True),
+        )  # fmt: skip
+    else:
+        from training.settings import paths
+
+        world = None if args.world == "memory" else Path(args.world or paths().data_dir)
+        cfg = harness.SimConfig(
+            customers=args.customers, reps=args.reps, epsilon=args.epsilon,
+            explore_top=args.explore_top, reward=args.reward, reward_model=args.reward_model,
+            folds=args.folds, n_boot=args.bootstrap, dm_refits=args.dm_refits, alpha=args.alpha,
+            seed=args.seed,
+        )  # fmt: skip
+        if args.write_log:
+            df, truth = harness.simulated_log(cfg, world)
+            df.to_parquet(args.write_log, index=False)
+            print(f"{len(df):,} exploration decisions (reward {args.reward}) -> {args.write_log}")
+            for spec, v in truth.items():
+                print(f"  true value of {spec}: {v:.5g}")
+            return 0
+        res = harness.simulate_harness(cfg, world, methods, progress=lambda s: print(s, flush=True))
+    print(res.render())
+    if args.out:
+        res.summary.to_csv(args.out, index=False)
+        print(f"summary -> {args.out}")
     return 0
 
 
@@ -202,6 +293,8 @@ def cmd_hillstrom(args: argparse.Namespace) -> int:
     if args.html:
         Path(args.html).write_text(lift.render_html(check.report))
         print(f"HTML report: {args.html}")
+    if args.figure and not check.report.lift.empty:
+        print(f"forest plot: {lift.write_forest_png(check.report.lift, args.figure)}")
     res = hillstrom_validation.uplift_policy(
         df, target=args.target, cost=args.cost, seed=args.seed, n_boot=args.bootstrap
     )

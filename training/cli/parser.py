@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from contracts.models import CANDIDATE, CHAMPION
 from training.cli import measurement as m
 from training.cli import pipeline as p
 from training.settings import MODELS_DIR
@@ -169,10 +170,33 @@ def bootstrap_option() -> argparse.ArgumentParser:
     return parent
 
 
+def ope_common(sp: argparse.ArgumentParser) -> None:
+    """Options of ``ope`` and ``ope-harness``."""
+    sp.add_argument("--folds", type=int, default=5, help="K of the reward model's cross-fitting")
+    sp.add_argument(
+        "--methods",
+        default=None,
+        help="estimators, comma-separated (default: IPS,SNIPS,IPS-clip,DM,DR,SNDR,DR-clip,"
+        "Switch-DR,DR-OS)",
+    )
+    sp.add_argument(
+        "--dm-refits",
+        type=int,
+        default=20,
+        help="DM's bootstrap refits the reward model on this many resamples (at most --bootstrap)",
+    )
+
+
 def html_option(what: str) -> argparse.ArgumentParser:
     parent = _parent()
     parent.add_argument(
         "--html", default=None, metavar="FILE", help=f"also write {what} as HTML to this file"
+    )
+    parent.add_argument(
+        "--figure",
+        default=None,
+        metavar="PNG",
+        help="also write the lift forest plot to this PNG file (e.g. docs/figures/lift.png)",
     )
     return parent
 
@@ -282,6 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="the model to roll back",
     )
+    fig = command(
+        "figures",
+        "copy the evaluation plots (calibration, importance, send hours) of the registered "
+        "models out of MLflow",
+        p.cmd_figures,
+    )
+    fig.add_argument("--out", default="docs/figures", help="folder for the PNG files")
+    fig.add_argument(
+        "--alias",
+        default=CHAMPION,
+        choices=[CHAMPION, CANDIDATE],
+        help="which registered version's plots",
+    )
     command(
         "export-bundle",
         "champion ONNX models + manifest.json into a bundle folder",
@@ -332,10 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ope = command(
         "ope",
-        "off-policy evaluation of candidate policies (IPS, SNIPS, DM, DR)",
+        "off-policy evaluation of candidate policies (IPS, SNIPS, DM, DR, SNDR, Switch-DR, "
+        "DR-OS, clipping)",
         m.cmd_ope,
         [
-            bootstrap_option(),
             seed_option(0, "seed of the cross-fitting folds and the bootstrap"),
             attribution_option("with --world: the attribution window `simulate` used (truth)"),
         ],
@@ -379,8 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     ope.add_argument(
         "--reward-model",
         choices=["mean", "lgbm"],
-        default="mean",
-        help="reward model of DM and DR (cross-fitted)",
+        default="lgbm",
+        help="reward model of DM and the DR family: LightGBM on context + action features, or "
+        "per-action means (cross-fitted; a fallback to means is printed with its reason)",
     )
     ope.add_argument(
         "--features",
@@ -393,12 +431,120 @@ def build_parser() -> argparse.ArgumentParser:
         help="export folders: the reward, revenue or converted",
     )
     ope.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
+    ope.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        metavar="N",
+        help="bootstrap resamples: percentile intervals beside the CLT ones (0: CLT only)",
+    )
     ope.add_argument("--out", default=None, help="write the OPE-schema log here (Parquet)")
     ope.add_argument(
         "--world",
         default=None,
         help="synthetic world folder: add each policy's true value (simulated logs only)",
     )
+
+    ope_common(ope)
+    ope.add_argument(
+        "--catalogue",
+        default=None,
+        help="CSV/Parquet listing every action a policy may take (column action, optional a_* "
+        "features); default: the logged actions and those the candidates name",
+    )
+    ope.add_argument(
+        "--slot",
+        default=None,
+        help="column with the slot/position of each row's action (several offers per decision)",
+    )
+    ope.add_argument(
+        "--logging-probs",
+        default=None,
+        metavar="PREFIX",
+        help="columns PREFIX<action> hold the logging policy's probability of every action: "
+        "support is checked row by row",
+    )
+    ope.add_argument(
+        "--unsupported",
+        choices=["error", "warn"],
+        default=None,
+        help="a candidate gives probability to actions the logging policy did not take: stop "
+        "with an error naming them (default for files) or warn and evaluate (default for "
+        "export folders, whose explore arm gives every candidate action a probability)",
+    )
+    ope.add_argument(
+        "--reward-range",
+        default=None,
+        metavar="LO,HI",
+        help="intervals are clipped to it (default: 0,1 for 0/1 rewards, else min(0, min r), "
+        "max r)",
+    )
+    ope.add_argument(
+        "--action-hour",
+        action="store_true",
+        help="export folders: the action is offer|channel|local hour (send-time candidates)",
+    )
+
+    har = command(
+        "ope-harness",
+        "estimator selection: error and interval coverage of every OPE estimator against "
+        "a known truth (the simulator, or a split of an exploration log), and a recommendation",
+        m.cmd_ope_harness,
+        [seed_option(0, "seed of the draws, folds and bootstrap")],
+    )
+    har.add_argument(
+        "--log",
+        default=None,
+        help="an exploration log in the OPE schema (Parquet/CSV): split it instead of simulating",
+    )
+    har.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help="with --log: candidate policy specs, as for `ope` (repeatable)",
+    )
+    har.add_argument(
+        "--world",
+        default=None,
+        help="simulator: a generated world folder, or `memory`: the world's latent traits "
+        "generated in memory (default: $NEXTBEST_DATA_DIR if it holds a world, else memory)",
+    )
+    har.add_argument(
+        "--customers", type=int, default=4000, help="simulator: decisions per repetition"
+    )
+    har.add_argument("--reps", type=int, default=20, help="repetitions (fresh draws)")
+    har.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.5,
+        help="simulator: exploration rate of the logging policy",
+    )
+    har.add_argument(
+        "--explore-top",
+        type=int,
+        default=1,
+        help="simulator: exploration draws the offer among the model's N best",
+    )
+    har.add_argument(
+        "--reward",
+        choices=["opened", "clicked", "converted"],
+        default="clicked",
+        help="simulator: the reward",
+    )
+    har.add_argument(
+        "--reward-model", choices=["mean", "lgbm"], default="lgbm", help="reward model"
+    )
+    har.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples")
+    har.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
+    har.add_argument("--out", default=None, help="write the per-candidate summary here (CSV)")
+    har.add_argument(
+        "--write-log",
+        default=None,
+        metavar="FILE",
+        help="simulator: only write one exploration log of --customers decisions (Parquet, OPE "
+        "schema, candidates in cand_* columns) and print the candidates' true values",
+    )
+    ope_common(har)
 
     from training.datasets.hillstrom import DEFAULT_PATH as HILLSTROM_PATH
 

@@ -19,6 +19,7 @@ __all__ = [
     "cmd_bank",
     "cmd_export_bundle",
     "cmd_feature_store",
+    "cmd_figures",
     "cmd_generate",
     "cmd_promote",
     "cmd_rollback",
@@ -133,6 +134,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         else:
             print(f"  {kind:<11} v{r.from_version} -> v{r.to_version}")
     return 1 if any(r.reason for r in done.values()) else 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Copy the evaluation plots of each model's registered version (the alias) out of MLflow."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    from training.pipeline.registry import REGISTERED_NAMES, client, setup_mlflow, version_by_alias
+
+    setup_mlflow()
+    c = client()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for kind in REGISTERED_NAMES:
+        v = version_by_alias(c, kind, args.alias)
+        if v is None:
+            missing.append(kind)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            got = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=v.run_id, artifact_path="plots", dst_path=tmp
+                )
+            )
+            for png in sorted(got.glob("*.png")):
+                shutil.copyfile(png, out / png.name)
+                print(f"  {kind:<11} v{v.version}  {out / png.name}")
+    for kind in missing:
+        print(f"  {kind:<11} no version has the alias {args.alias!r}")
+    return 1 if missing else 0
 
 
 def cmd_export_bundle(args: argparse.Namespace) -> int:

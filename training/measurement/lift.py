@@ -29,6 +29,7 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -43,11 +44,13 @@ __all__ = [
     "build_report",
     "configured_shares",
     "decision_frame",
+    "forest_figure",
     "relative_delta",
     "render_html",
     "render_text",
     "srm_check",
     "welch",
+    "write_forest_png",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -368,7 +371,8 @@ def _svg(fig: Any) -> str:
     return svg[svg.find("<svg") :]
 
 
-def _forest_svg(lift: pd.DataFrame) -> str:
+def forest_figure(lift: pd.DataFrame) -> Any:
+    """Relative lift of every arm over the holdout with its 95 % interval, one panel per metric."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,7 +397,23 @@ def _forest_svg(lift: pd.DataFrame) -> str:
         ax.set_title(m)
         ax.set_xlabel("relative lift vs holdout, % (95% CI)")
     fig.tight_layout()
-    return _svg(fig)
+    return fig
+
+
+def _forest_svg(lift: pd.DataFrame) -> str:
+    return _svg(forest_figure(lift))
+
+
+def write_forest_png(lift: pd.DataFrame, path: str | Path) -> Path:
+    """The forest plot as a PNG file (``--figure``: docs/figures/ is written this way)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = forest_figure(lift)
+    fig.savefig(out, dpi=90, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return out
 
 
 def _daily_svg(daily: pd.DataFrame) -> str:
