@@ -10,7 +10,8 @@ generator writes the same four tables, so both go through the one path:
 
 Categories come from the ``offers`` table, channels from the vocabulary file
 (``vocabulary.json`` in the source folder; the synthetic world's channels when absent). A
-consent column is expected for every channel (``consent_<channel>``).
+consent column is expected for every outbound channel (``consent_<channel>``; an absent one of
+an in-session channel means consent).
 
 Data folder layout (``NEXTBEST_DATA_DIR``, see :func:`layout`)::
 
@@ -20,6 +21,7 @@ Data folder layout (``NEXTBEST_DATA_DIR``, see :func:`layout`)::
     vocabulary.json           channels, categories, outbound channels (ingest)
     features/<view>.parquet   the Feast feature-view sources, point in time (features)
     truth/                    the synthetic world's ground truth (simulation only; optional)
+    source/                   the synthetic world's input tables (``generate``; ingest reads them)
 """
 
 from __future__ import annotations
@@ -129,6 +131,9 @@ MESSAGES = Table(
         C("revenue", "float", required=False, nullable=True, description="revenue, >= 0"),
         C("propensity", "float", required=False, nullable=True,
           description="probability with which the sending policy chose this send, in (0, 1]"),
+        C("local_hour", "int", required=False, nullable=True,
+          description="the customer's local hour at sending, 0-23 (from sent_at and the "
+          "customer's time zone when absent)"),
         C("policy", "string", required=False, nullable=True,
           description="which policy chose it (e.g. random, rule); sends marked random are "
           "the unconfounded ones the send-time and channel models learn from"),
@@ -185,6 +190,11 @@ class DataLayout:
     @property
     def ingest_report(self) -> Path:
         return self.root / "ingest_report.json"
+
+    @property
+    def source(self) -> Path:
+        """where ``generate`` writes the synthetic world's input tables (ingest reads them)"""
+        return self.root / "source"
 
     def raw_table(self, table: str) -> Path:
         return self.raw / f"{table}.parquet"

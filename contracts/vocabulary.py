@@ -82,9 +82,9 @@ class Vocabulary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 DEFAULT_VOCABULARY = Vocabulary()
 
 
-def load_vocabulary(path: Path) -> Vocabulary:
+def load_vocabulary(path: Path | str) -> Vocabulary:
     """A vocabulary from a JSON file (``{"channels": [...], "categories": [...], ...}``)."""
     try:
-        return msgspec.json.decode(path.read_bytes(), type=Vocabulary)
+        return msgspec.json.decode(Path(path).read_bytes(), type=Vocabulary)
     except msgspec.DecodeError as exc:  # includes ValidationError
         raise ValueError(f"{path}: not a valid vocabulary: {exc}") from exc

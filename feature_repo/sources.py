@@ -1,4 +1,6 @@
-"""Batch sources: Parquet files written by `python -m training generate` (or your own data).
+"""Batch sources: the feature-view tables `python -m training features` computes from the
+ingested raw tables (``features/<view>.parquet`` of the data folder; see
+contracts/tables.py), for the synthetic world and your own data alike.
 
 The folder comes from NEXTBEST_DATA_DIR at `feast apply` time (default: ../var/world,
 relative to this repository).
@@ -12,7 +14,7 @@ DATA_DIR = os.environ.get("NEXTBEST_DATA_DIR", "../var/world")
 
 
 def _parquet(name: str) -> str:
-    return os.path.join(DATA_DIR, f"{name}.parquet")
+    return os.path.join(DATA_DIR, "features", f"{name}.parquet")
 
 
 profile_source = FileSource(
@@ -38,7 +40,7 @@ engagement_source = FileSource(
 
 offer_source = FileSource(
     name="offer_catalogue_source",
-    path=_parquet("offers"),
+    path=_parquet("offer_catalogue"),
     timestamp_field="event_timestamp",
     description="The offer catalogue (category, price, margin).",
 )

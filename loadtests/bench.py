@@ -164,12 +164,12 @@ def full_case_bodies(data_dir: Path, n: int, seed: int) -> list[bytes]:
     """10 candidates x 5 channels: campaign placement, distinct customers with every consent."""
     import pandas as pd
 
-    p = pd.read_parquet(data_dir / "customer_profile.parquet")
+    p = pd.read_parquet(data_dir / "features" / "customer_profile.parquet")
     ok = p[
         (p.opted_out == 0) & (p.consent_email == 1) & (p.consent_push == 1) & (p.consent_sms == 1)
     ]
     ids = ok.customer_id.drop_duplicates().sample(frac=1.0, random_state=seed).tolist()
-    offers = pd.read_parquet(data_dir / "offers.parquet")["offer_id"].iloc[:18].tolist()
+    offers = pd.read_parquet(data_dir / "raw" / "offers.parquet")["offer_id"].iloc[:18].tolist()
     rng = random.Random(seed)
     enc = msgspec.json.Encoder()
     return [
@@ -681,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.settings import paths
 
     args.data_dir = (args.data_dir or paths().data_dir).resolve()
-    if not (args.data_dir / "customer_profile.parquet").exists():
+    if not (args.data_dir / "features" / "customer_profile.parquet").exists():
         print(f"bench: no world at {args.data_dir}: run `make demo` first", file=sys.stderr)
         return 2
     if not (args.models_dir / "manifest.json").exists():
@@ -724,7 +724,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     res["world"] = {
         "customers": int(
             pd.read_parquet(
-                args.data_dir / "customer_profile.parquet", columns=["customer_id"]
+                args.data_dir / "features" / "customer_profile.parquet", columns=["customer_id"]
             ).customer_id.nunique()
         )
     }

@@ -146,7 +146,9 @@ def load_features(redis_url: str, data_dir: Path, sample: int, seed: int = 0) ->
             os.environ.pop("NEXTBEST_DATA_DIR")
         else:
             os.environ["NEXTBEST_DATA_DIR"] = old
-    ids = pd.read_parquet(data_dir / "customer_profile.parquet", columns=["customer_id"])
+    ids = pd.read_parquet(
+        data_dir / "features" / "customer_profile.parquet", columns=["customer_id"]
+    )
     pool = ids["customer_id"].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
     return [str(c) for c in rng.choice(pool, size=min(sample, len(pool)), replace=False)]

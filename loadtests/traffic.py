@@ -74,7 +74,9 @@ def load_mix(data_dir: Path | None = None, seed: int = 1, limit: int = 50_000) -
             "NEXTBEST_DATA_DIR", Path(__file__).resolve().parent.parent / "var" / "world"
         )
     )
-    ids = pd.read_parquet(data / "customer_profile.parquet", columns=["customer_id"])["customer_id"]
+    ids = pd.read_parquet(data / "features" / "customer_profile.parquet", columns=["customer_id"])[
+        "customer_id"
+    ]
     customers = ids.sample(min(limit, len(ids)), random_state=seed).tolist()
     offers_df = pd.read_parquet(data / "offers.parquet")
     offers = offers_df["offer_id"].iloc[:18].tolist()  # the valid ones

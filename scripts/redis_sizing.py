@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.settings import paths
 
         world = World.load(paths().data_dir)
-        profiles = pd.read_parquet(paths().data_dir / "customer_profile.parquet")
+        profiles = pd.read_parquet(paths().data_dir / "features" / "customer_profile.parquet")
         customers = int(profiles["customer_id"].nunique())
         base = used(r)
         t0 = time.perf_counter()

@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 def pick_customers(data_dir: Path) -> dict[str, str]:
-    truth = pd.read_parquet(data_dir / "truth_customers.parquet")
+    truth = pd.read_parquet(data_dir / "truth" / "truth_customers.parquet")
     exp = load_policy().experiments
     known = truth[~truth["anonymous"] & ~truth["opted_out"]].copy()
     known["arm"] = [allocate(exp, c).arm for c in known["customer_id"]]

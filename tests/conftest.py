@@ -86,11 +86,12 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def small_world(var_dir: Path) -> Path:
-    """A 3,000-customer world generated once per session; returns its data folder."""
-    from training.datasets.world import WorldConfig, generate_world
+    """A 3,000-customer world generated once per session and taken through ingest and
+    features (the path of every data set); returns its data folder."""
+    from training.datasets.world import WorldConfig, build_world
 
     out = var_dir / "world"
-    generate_world(WorldConfig(n_customers=SMALL_WORLD_CUSTOMERS, seed=7), out)
+    build_world(WorldConfig(n_customers=SMALL_WORLD_CUSTOMERS, seed=7), out)
     return out
 
 

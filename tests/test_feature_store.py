@@ -27,14 +27,14 @@ def _latest(small_world: Path, view: str) -> pd.DataFrame:
         "customer_behaviour": "customer_behaviour",
         "customer_engagement": "customer_engagement",
     }[view]
-    df = pd.read_parquet(small_world / f"{file}.parquet")
+    df = pd.read_parquet(small_world / "features" / f"{file}.parquet")
     end = World.load(small_world).config.end_ts
     df = df[df["event_timestamp"] <= end].sort_values("event_timestamp")
     return df.groupby("customer_id").tail(1).set_index("customer_id")
 
 
 def _check_store(store: Any, small_world: Path) -> None:
-    profiles = pd.read_parquet(small_world / "customer_profile.parquet")
+    profiles = pd.read_parquet(small_world / "features" / "customer_profile.parquet")
     sample = profiles["customer_id"].sample(40, random_state=1).tolist()
     for service, views in SERVICES.items():
         got = store.get_online_features(

@@ -179,7 +179,7 @@ def world_people(small_world: Path, offset: int) -> dict[str, Any]:
     from service.domain.allocation import allocate
     from service.domain.config import load_policy
 
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     exp = load_policy().experiments
     known = truth[~truth["anonymous"]].reset_index(drop=True)
     known = known.iloc[offset:].reset_index(drop=True)

@@ -83,7 +83,7 @@ def test_feast_materialized_across_the_cluster(
     sizes = [redis.Redis(port=p).dbsize() for p in redis_cluster.ports]
     assert all(n > 0 for n in sizes), sizes
     layout = FeastRedisLayout(DEFAULT_SPEC.raw, project="nextbest")
-    ids = pd.read_parquet(small_world / "customer_profile.parquet")["customer_id"]
+    ids = pd.read_parquet(small_world / "features" / "customer_profile.parquet")["customer_id"]
     sample = ids.sample(40, random_state=11).tolist()
     names = [f"{view}:{f}" for view, feats in DEFAULT_SPEC.raw.items() for f in feats]
     sdk = cluster_store.get_online_features(

@@ -60,7 +60,7 @@ async def test_explore_log_to_ope_and_replay(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     people = truth.loc[~truth["anonymous"] & ~truth["opted_out"], "customer_id"].iloc[-120:]
     eps = next(
         a.epsilon for a in load_policy().experiments.definitions["nba"].arms if a.name == "explore"

@@ -216,7 +216,7 @@ async def test_cart_and_purchase_events_shape_the_next_decision(
 ) -> None:
     import pandas as pd
 
-    prof = pd.read_parquet(small_world / "customer_profile.parquet")
+    prof = pd.read_parquet(small_world / "features" / "customer_profile.parquet")
     cid = str(prof["customer_id"].iloc[11])
     now = time.time()
     await post(
@@ -272,7 +272,7 @@ async def test_opted_out_customer_events_are_not_collected(
 ) -> None:
     """Issue 14.6: /events stored an opted-out customer's cart and page views and started an
     abandoned-cart sequence for them."""
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     known = truth[~truth["anonymous"]]
     out_id = str(known.loc[known["opted_out"], "customer_id"].iloc[1])
     in_id = str(known.loc[~known["opted_out"], "customer_id"].iloc[1])

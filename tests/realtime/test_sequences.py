@@ -276,7 +276,7 @@ async def engine(redis_url: str, bundle: Path, tmp_path: Path) -> Any:
 def _customer(small_world: Path, tz: int | None = None) -> str:
     import pandas as pd
 
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     ok = truth[~truth["anonymous"] & ~truth["opted_out"] & truth["consent_email"]]
     if tz is not None and "tz_offset" in ok:
         ok = ok[ok["tz_offset"] == tz]

@@ -51,7 +51,7 @@ def test_value_decoder_matches_protobuf(value: Value) -> None:
 def test_direct_read_equals_feast_sdk(redis_store: Any, redis_url: str, small_world: Path) -> None:
     layout = FeastRedisLayout(DEFAULT_SPEC.raw, project="nextbest")
     client = redis.Redis.from_url(redis_url)
-    ids = pd.read_parquet(small_world / "customer_profile.parquet")["customer_id"]
+    ids = pd.read_parquet(small_world / "features" / "customer_profile.parquet")["customer_id"]
     sample = [*ids.sample(60, random_state=3).tolist(), "C_NOT_THERE"]
     names = [f"{view}:{f}" for view, feats in DEFAULT_SPEC.raw.items() for f in feats]
     sdk = redis_store.get_online_features(

@@ -38,7 +38,7 @@ async def test_sdk_source_decides_like_the_redis_layout(
     }  # fmt: skip
     base = make_settings(**env)
     sdk = make_settings(**env, NEXTBEST_FEATURE_SOURCE="feast", NEXTBEST_FEATURE_TIMEOUT_MS=5000)
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     people = truth.loc[~truth["anonymous"] & ~truth["opted_out"], "customer_id"].iloc[:12]
     answers: dict[str, list[dict[str, Any]]] = {}
     for name, settings in (("redis", base), ("feast", sdk)):

@@ -62,7 +62,7 @@ async def client(settings: Settings, redis_store: Any) -> AsyncIterator[AsyncTes
 
 @pytest.fixture(scope="module")
 def people(small_world: Path) -> dict[str, Any]:
-    truth = pd.read_parquet(small_world / "truth_customers.parquet")
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
     exp = load_policy().experiments
     known = truth[~truth["anonymous"]]
     arms = {c: allocate(exp, c).arm for c in known["customer_id"]}

@@ -16,6 +16,8 @@ from training.cli.parser import HelpFormatter
 COMMANDS = {
     "all",
     "generate",
+    "ingest",
+    "features",
     "feature-store",
     "train",
     "promote",
@@ -70,7 +72,7 @@ class TestTree:
     def test_shared_options_mean_the_same_everywhere(self) -> None:
         """--data and the pipeline options come from one definition each."""
         cmds = _commands()
-        for name in ("generate", "feature-store", "train", "all", "simulate"):
+        for name in ("generate", "ingest", "features", "feature-store", "train", "all", "simulate"):
             (data,) = [a for a in _options(cmds[name]) if a.dest == "data"]
             assert data.default is None and "NEXTBEST_DATA_DIR" in (data.help or "")
         all_opts = {a.dest for a in _options(cmds["all"])}
@@ -85,7 +87,8 @@ class TestTree:
         monkeypatch.setenv("NEXTBEST_DATA_DIR", str(tmp_path / "elsewhere"))
         world = tmp_path / "w"
         assert main(["generate", "--customers", "400", "--seed", "3", "--data", str(world)]) == 0
-        assert (world / "world.json").exists() and (world / "messages.parquet").exists()
+        assert (world / "world.json").exists() and (world / "raw" / "messages.parquet").exists()
+        assert (world / "features" / "customer_behaviour.parquet").exists()
         assert f"-> {world}" in capsys.readouterr().out
         assert os.environ["NEXTBEST_DATA_DIR"] == str(tmp_path / "elsewhere")  # restored
         assert not (tmp_path / "elsewhere").exists()

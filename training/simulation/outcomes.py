@@ -45,21 +45,21 @@ def organic_model(
     """
     n = len(world.customer_ids)
     zero = np.zeros(n)
-    if data_dir is None or attribution_days <= 0 or not (data_dir / "events.parquet").exists():
+    raw = data_dir / "raw" if data_dir is not None else None
+    if raw is None or attribution_days <= 0 or not (raw / "events.parquet").exists():
         return zero, zero
     end = pd.Timestamp(world.config.end_ts)
     since = end - pd.Timedelta(days=ORGANIC_LOOKBACK_DAYS)
     ev = pd.read_parquet(
-        data_dir / "events.parquet",
-        columns=["customer_id", "event_type", "event_timestamp", "value"],
+        raw / "events.parquet", columns=["customer_id", "type", "timestamp", "value"]
     )
-    buys = ev[(ev["event_type"] == "purchase") & ev["customer_id"].notna()]
-    recent = buys[buys["event_timestamp"] >= since]
+    buys = ev[(ev["type"] == "purchase") & ev["customer_id"].notna()]
+    recent = buys[buys["timestamp"] >= since]
     idx = {c: i for i, c in enumerate(world.customer_ids.tolist())}
     count = np.zeros(n)
     for cid, k in recent["customer_id"].value_counts().items():
         count[idx[str(cid)]] += k
-    msg_path = data_dir / "messages.parquet"
+    msg_path = raw / "messages.parquet"
     if msg_path.exists():
         m = pd.read_parquet(msg_path, columns=["customer_id", "sent_at", "converted"])
         conv = m[m["converted"] & (pd.to_datetime(m["sent_at"], utc=True) >= since)]

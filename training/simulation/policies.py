@@ -76,11 +76,11 @@ def restricted_oracle(
 
 def most_popular_offer(world: World, offers: I64, data_dir: Path | None) -> int:
     """The most purchased of ``offers`` in the world's events (the first one if unknown)."""
-    path = data_dir / "events.parquet" if data_dir else None
+    path = data_dir / "raw" / "events.parquet" if data_dir else None
     if path is None or not path.exists():
         return int(offers[0])
-    ev = pd.read_parquet(path, columns=["event_type", "offer_id"])
-    vc = ev.loc[ev["event_type"] == "purchase", "offer_id"].value_counts()
+    ev = pd.read_parquet(path, columns=["type", "offer_id"])
+    vc = ev.loc[ev["type"] == "purchase", "offer_id"].value_counts()
     counts = {str(k): int(v) for k, v in vc.items()}
     ids = [str(x) for x in world.offers["offer_id"]]
     best = max(offers.tolist(), key=lambda o: counts.get(ids[o], 0))
