@@ -81,6 +81,8 @@ I64 = npt.NDArray[np.int64]
 
 SERVICES = FEATURE_SERVICES
 TEST_SHARE = 0.2
+#: held-out sends valued off-policy at most (a seeded sample beyond; bounds the extra join)
+OPE_MAX_ROWS = 50_000
 #: below this share of rows on either side of the time cutoff, the split is by customer
 MIN_SIDE_SHARE = 0.05
 #: columns of the world's ``messages.parquet``: the entity rows of every training set. Rows
@@ -423,8 +425,9 @@ def build_datasets(
     logged = history[test_all & history["offer_propensity"].notna().to_numpy()]
     logged = logged[(logged["offer_propensity"] > 0) & (logged["offer_propensity"] <= 1)]
     if len(logged):
-        if max_rows is not None and len(logged) > max_rows:
-            logged = logged.sample(n=max_rows, random_state=seed).sort_values("sent_at")
+        cap = min(max_rows, OPE_MAX_ROWS) if max_rows is not None else OPE_MAX_ROWS
+        if len(logged) > cap:
+            logged = logged.sample(n=cap, random_state=seed).sort_values("sent_at")
         joined = historical(store, SERVICES["propensity"], logged)
         joined["now_day"] = now_days(joined["sent_at"])
         joined["is_test"] = True
