@@ -95,13 +95,14 @@ def load_truth() -> Any | None:
     from training.datasets.world import World
 
     root = paths().data_dir
-    for folder in (root / "truth", root):
-        if (folder / "world.json").exists() and (folder / "truth_customers.parquet").exists():
-            try:
-                return World.load(folder)
-            except (FileNotFoundError, OSError):
-                continue
-    return None
+    has_config = (root / "world.json").exists() or (root / "truth" / "world.json").exists()
+    has_truth = any((f / "truth_customers.parquet").exists() for f in (root / "truth", root))
+    if not (has_config and has_truth):
+        return None
+    try:
+        return World.load(root)  # reads truth/ (or the older layout's files at the top)
+    except (FileNotFoundError, OSError):
+        return None
 
 
 @dataclass
