@@ -69,16 +69,19 @@ class TrafficMix:
 def load_mix(data_dir: Path | None = None, seed: int = 1, limit: int = 50_000) -> TrafficMix:
     import pandas as pd
 
+    from contracts.tables import layout
+
     data = data_dir or Path(
         os.environ.get(
             "NEXTBEST_DATA_DIR", Path(__file__).resolve().parent.parent / "var" / "world"
         )
     )
-    ids = pd.read_parquet(data / "features" / "customer_profile.parquet", columns=["customer_id"])[
+    where = layout(data)
+    ids = pd.read_parquet(where.feature_table("customer_profile"), columns=["customer_id"])[
         "customer_id"
     ]
     customers = ids.sample(min(limit, len(ids)), random_state=seed).tolist()
-    offers_df = pd.read_parquet(data / "offers.parquet")
+    offers_df = pd.read_parquet(where.raw_table("offers"))
     offers = offers_df["offer_id"].iloc[:18].tolist()  # the valid ones
     ranks = np.arange(1, len(customers) + 1, dtype=np.float64)
     w = 1.0 / ranks**0.8

@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from contracts.feast_repo import FEAST_VERSION, canary_values
-from contracts.features import DEFAULT_SPEC
+from contracts.features import DEFAULT_SPEC, FeatureSpec
 from contracts.settings import Settings
 from service.adapters.feast_redis import canary_problems
 from service.adapters.feast_sdk import FeastSdkFeatures
@@ -83,11 +83,11 @@ def feature_reader(settings: Settings) -> FeatureReader | None:
     return FeastSdkFeatures(feature_store(settings=settings))
 
 
-async def _check_feast_layout(store: RedisStore) -> None:
+async def _check_feast_layout(store: RedisStore, spec: FeatureSpec = DEFAULT_SPEC) -> None:
     """Read the layout canary that ``feature-store`` writes through the Feast SDK with this
-    service's own decoder: a difference stops the start (loudly); no canary (nothing
-    materialized yet) or no Redis (the service starts degraded) only logs."""
-    spec = DEFAULT_SPEC
+    service's own decoder (the feature names of the models' vocabulary): a difference stops
+    the start (loudly); no canary (nothing materialized yet) or no Redis (the service starts
+    degraded) only logs."""
     try:
         values = await asyncio.wait_for(store.read_canary(spec), 5.0)
     except Exception as exc:
@@ -141,7 +141,6 @@ def create_app(
             record_ttl_s=round(settings.redis.feedback_window_days * 86400),
         )
         await _check_memory_policy(client)  # an evicting Redis stops the start here
-        await _check_feast_layout(store)  # a Feast upgrade that moved the layout stops here
         models: ModelSet | None = None
         model_error = None
         try:
@@ -151,6 +150,8 @@ def create_app(
         except Exception as exc:
             model_error = f"models not loaded: {exc}"
             log.error(model_error)
+        # a Feast upgrade that moved the layout stops here
+        await _check_feast_layout(store, models.spec if models is not None else DEFAULT_SPEC)
         engine = DecisionEngine(
             models,
             policy,

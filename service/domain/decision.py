@@ -598,7 +598,10 @@ def decide(
     )
     if inp.contact_history is None:
         out.degraded.append("contact_history_unavailable")
-    channels = _channels(inp, cfg, out, spec.vocabulary.outbound)
+    # only the channels the models were trained on (a placement may list others)
+    channels = [
+        c for c in _channels(inp, cfg, out, spec.vocabulary.outbound) if c in spec.channel_index
+    ]
     slots = _contact_policy(inp, cfg, channels, out)
     offers = _eligible(inp, cfg, out)
     if not slots or not offers:

@@ -54,7 +54,11 @@ def drain(exporter: Exporter) -> int:
 def main(argv: list[str] | None = None) -> int:
     from service.observability import configure_logging
 
-    p = argparse.ArgumentParser(prog="python -m service.exporter", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m service.exporter",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--drain", action="store_true", help="export what is logged, then exit")
     args = p.parse_args(argv)
     try:

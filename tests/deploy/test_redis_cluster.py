@@ -122,8 +122,11 @@ def test_decision_log_export_reads_every_shard(
     assert len(masters) == 3  # the 16 log shards are spread over the masters
     out = tmp_path / "export"
     env = {**base_env(), "NEXTBEST_REDIS_CLUSTER": "1", "NEXTBEST_REDIS_URL": redis_cluster.url}
+    # the streams themselves (no exporter runs here; the exporter on a cluster:
+    # tests/capacity/test_exporter.py); `--out` alone reads the exporter's Parquet files
+    source = ["--redis-url", redis_cluster.url]
     proc = subprocess.run(
-        [sys.executable, "-m", "training", "export-log", "--out", str(out)],
+        [sys.executable, "-m", "training", "export-log", "--out", str(out), *source],
         env=env,
         cwd=ROOT,
         capture_output=True,

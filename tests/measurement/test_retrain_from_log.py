@@ -46,6 +46,7 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
     sqlite_store: Any, small_world: Path
 ) -> None:
     world = World.load(small_world)
+    # 400 log rows, all newer than the history: fit() must still train on most of them
     rows = _log_rows(world)
     base = build_datasets(sqlite_store, progress=False)
     ds = build_datasets(sqlite_store, progress=False, extra=rows)
@@ -83,6 +84,20 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
     tr = prop.train
     w = prop.weight[tr]
     names = FEATURES["propensity"]
-    p_w = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, w).predict_proba(prop.x[:50])
-    p_1 = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}).predict_proba(prop.x[:50])
+    g = is_log[tr]  # as train does: the log's newest rows validate, the rest are fitted on
+    p_w = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, w, g).predict_proba(prop.x[:50])
+    p_1 = fit(prop.x[tr], prop.y[tr], names, {"n_estimators": 30}, None, g).predict_proba(
+        prop.x[:50]
+    )
     assert not np.allclose(p_w, p_1)
+
+
+def test_early_stopping_takes_the_newest_rows_of_each_source() -> None:
+    """A small log is the newest data: a plain tail would put all of it in validation."""
+    from training.pipeline.models import validation_rows
+
+    groups = np.array([False] * 900 + [True] * 50)  # history, then a small log
+    valid = validation_rows(len(groups), groups)
+    assert valid[:900].sum() == 90 and valid[810:900].all()  # history's newest 10 %
+    assert valid[900:].sum() == 5 and valid[945:].all()  # the log's newest 10 %
+    assert (validation_rows(950) == (np.arange(950) >= 855)).all()  # no groups: one tail

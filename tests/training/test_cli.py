@@ -20,6 +20,8 @@ COMMANDS = {
     "features",
     "feature-store",
     "train",
+    "figures",
+    "ope-harness",
     "promote",
     "rollback",
     "export-bundle",
@@ -30,6 +32,7 @@ COMMANDS = {
     "hillstrom",
     "simulate",
     "log-to-training",
+    "adapt",
 }
 
 
@@ -40,7 +43,8 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 
 def _options(sp: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in sp._actions if not isinstance(a, argparse._HelpAction)]
+    """The options (``adapt``'s data set is a positional: it has help, no default)."""
+    return [a for a in sp._actions if not isinstance(a, argparse._HelpAction) and a.option_strings]
 
 
 class TestTree:

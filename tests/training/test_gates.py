@@ -67,3 +67,29 @@ def test_registry_refuses_a_worse_candidate(trained: Any) -> None:
     assert rc_lenient == 0
     # put the real candidate back for the other tests
     c.set_registered_model_alias(name, CANDIDATE, trained.versions[kind])
+
+
+def test_no_ground_truth_is_not_required() -> None:
+    """Real data has no truth: a candidate without regret metrics is judged on the
+    observable gates only, and still refused when it does not beat the baselines."""
+    observable = {k: v for k, v in GOOD.items() if not k.startswith("regret")}
+    base = {"offer_base_rate": {"auc": 0.60}}
+    assert check_gates("propensity", observable, base, None) == []
+    assert check_gates("propensity", {**observable, "auc": 0.605}, base, None)
+    for kind, metrics, baselines in (
+        ("send_time", {"top3_hit_rate": 0.25}, {"population_best_hour": {"top3_hit_rate": 0.2}}),
+        ("channel", {"logloss": 0.49}, {"most_used_channel": {"logloss": 0.50}}),
+    ):
+        assert check_gates(kind, {**metrics, "parity_passed": 1.0}, baselines, None) == []
+
+
+def test_off_policy_value_gate() -> None:
+    """Where sends carry logged propensities, a candidate whose offer policy is significantly
+    worse than the logged policy off-policy (SNIPS interval below the logged one) is refused."""
+    logged = {"logged_policy": {"ope_snips_value": 0.05, "ope_snips_low": 0.04}}
+    ope = {"ope_snips_value": 0.06, "ope_snips_low": 0.03, "ope_snips_high": 0.09}
+    ope |= {"ope_rows": 1000.0, "ope_ess": 400.0, "ope_reliable": 1.0}
+    assert check_gates("propensity", {**GOOD, **ope}, {**BASELINES, **logged}, None) == []
+    worse = {**ope, "ope_snips_value": 0.02, "ope_snips_low": 0.01, "ope_snips_high": 0.03}
+    reasons = check_gates("propensity", {**GOOD, **worse}, {**BASELINES, **logged}, None)
+    assert any("off-policy value" in r for r in reasons)

@@ -395,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.cmd_export_bundle,
         [bundle_options()],
     )
+    from training.cli.adapt import cmd_adapt
+
+    ad = command(
+        "adapt",
+        "turn a public data set (hillstrom, bank, retail) into the input contract's tables",
+        cmd_adapt,
+    )
+    ad.add_argument("dataset", choices=["hillstrom", "bank", "retail"], help="the data set")
+    ad.add_argument("--source", type=Path, required=True, help="its public file (csv[.gz])")
+    ad.add_argument("--out", type=Path, required=True, help="folder for the contract tables")
     from training.datasets.bank import DEFAULT_PATH as BANK_PATH
 
     bank = command(

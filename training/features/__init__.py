@@ -409,12 +409,18 @@ def feature_expressions(
     return views_out, snaps, spec
 
 
+def _execute(expr: ir.Table, key: str) -> pd.DataFrame:
+    """Run ``expr``; rows sorted by entity and time (through Arrow: one copy, not three)."""
+    table = expr.to_pyarrow().sort_by([(key, "ascending"), ("ts_s", "ascending")])
+    df: pd.DataFrame = table.to_pandas()
+    return df
+
+
 def _frame(expr: ir.Table | pd.DataFrame, view: View) -> pd.DataFrame:
-    """Execute ``expr`` and give it the view's column order and dtypes (``event_timestamp``
-    in UTC), rows sorted by entity and time."""
-    df = expr.to_pandas() if isinstance(expr, ir.Table) else expr
+    """Give an executed view (or execute ``expr``) the view's column order and dtypes
+    (``event_timestamp`` in UTC)."""
+    df = _execute(expr, view.join_key) if isinstance(expr, ir.Table) else expr
     key = view.join_key
-    df = df.sort_values([key, "ts_s"], kind="stable").reset_index(drop=True)
     out = pd.DataFrame({key: df[key].astype(str)})
     out["event_timestamp"] = pd.to_datetime(df["ts_s"].to_numpy(dtype=np.int64), unit="s", utc=True)
     for f in view.features:
@@ -445,7 +451,7 @@ def compute_features(
     rows: dict[str, int] = {}
     for name, expr in exprs.items():
         views = (spec.behaviour, spec.engagement) if name == SNAPSHOTS else (spec.view(name),)
-        table = expr.to_pandas()
+        table = _execute(expr, views[0].join_key)
         for view in views:
             df = _frame(table, view)
             df.to_parquet(data.feature_table(view.name), index=False)

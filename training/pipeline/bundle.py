@@ -91,6 +91,8 @@ def export_bundle(out: Path, alias: str = CHAMPION) -> dict[str, Any]:
         "offers": base["offers"],
         "priors": base["priors"],
     }
+    if "vocabulary" in base:  # the channels and categories the models were trained with
+        manifest["vocabulary"] = base["vocabulary"]
     for kind, blob in blobs.items():
         (out / f"{kind}.onnx").write_bytes(blob)
     for kind, text in texts.items():

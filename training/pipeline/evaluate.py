@@ -19,10 +19,21 @@ channel (delivered test messages for log loss, opened ones for top-1)
     top-1 channel accuracy (all channels and opted-in channels only; headline on random-policy
     sends, ``*_all_policies`` on all) and log loss, vs "most used channel" (argmax of sent_<channel>; log loss from the train open rate by channel).
 
-Regret with the ground truth (:class:`training.datasets.world.World`): for up to ``REGRET_CUSTOMERS``
-held-out customers (their first test message), the true value of the model's argmax offer /
-hour / channel vs the true best, and the same for the baselines. Lower is better; the
-"relative" figure divides by the mean true best.
+    ECE (10 bins) of every model and baseline that gives a probability (send time: the
+    train open rate by local hour; channel: the train open rate by channel).
+
+Data without random-policy sends (no ``policy`` column): the headline figures use every send.
+
+Off-policy value (when held-out sends carry the logging policy's ``propensity``): the
+candidate's offer policy valued by SNIPS and DR against the logged policy and "most popular
+offer" (:func:`off_policy_value`); promotion requires it not to be significantly worse than the
+logged policy.
+
+Regret with the ground truth (:class:`training.datasets.world.World`), **only when the
+synthetic world's truth is there** (``world`` is None otherwise, and nothing requires it): for
+up to ``REGRET_CUSTOMERS`` held-out customers (their first test message), the true value of
+the model's argmax offer / hour / channel vs the true best, and the same for the baselines.
+Lower is better; the "relative" figure divides by the mean true best.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from contracts.features import DEFAULT_SPEC
+from contracts.features import DEFAULT_SPEC, FeatureSpec
 from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
 from training.pipeline.dataset import Dataset, ModelData, channel_index
 
@@ -135,6 +146,15 @@ def _topk(scores: F64, k: int) -> I64:
     return out
 
 
+def _random_sends(policy: pd.Series) -> npt.NDArray[np.bool_]:
+    """Rows the logging policy sent at random (hour, channel), or every row when the data
+    has no random sends (their figures are then confounded by the sending rule)."""
+    rnd: npt.NDArray[np.bool_] = policy.to_numpy() == "random"
+    if not rnd.any():
+        return np.ones(len(rnd), dtype=bool)
+    return rnd
+
+
 def _lifecycle_new(raw: dict[str, F64]) -> npt.NDArray[np.bool_]:
     out: npt.NDArray[np.bool_] = raw["lifecycle"] == 0
     return out
@@ -161,9 +181,7 @@ def train_priors(ds: Dataset) -> dict[str, Any]:
     deliv = m[m["delivered"]]
     by_hour = deliv.groupby("local_hour")["opened"].mean().reindex(range(24))
     by_hour = by_hour.fillna(float(deliv["opened"].mean()))
-    by_ch = (
-        deliv.groupby("channel")["opened"].mean().reindex(list(DEFAULT_SPEC.channels)).fillna(0.0)
-    )
+    by_ch = deliv.groupby("channel")["opened"].mean().reindex(list(ds.spec.channels)).fillna(0.0)
     opened = m[m["opened"]]
     conv = opened.groupby("offer_id")["converted"].agg(["sum", "mean"])
     conv = conv.reindex(ds.offers["offer_id"]).fillna(0.0)
@@ -221,34 +239,22 @@ def evaluate_propensity(
         y, p, plot_dir / "propensity_reliability.png", "propensity (test period)"
     )
 
+    pop_o = count.reindex(ds.offers["offer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
+    if ds.ope is not None:
+        off_policy_value(ds, ds.ope, model, pop_o, res, seed)
+    if world is None:  # no ground truth (real data): observable metrics only
+        return res
+
     # ground-truth regret: which offer to send (channel fixed to the message's channel)
     rows = _first_per_customer(d, te, REGRET_CUSTOMERS, seed)
     meta_r = d.meta.iloc[rows]
-    raw_r = {kk: v[rows] for kk, v in d.raw.items()}
+    score, valid = offer_scores(ds, model, d, rows)
     offers = ds.offers.reset_index(drop=True)
-    sent = meta_r["sent_at"].to_numpy()
-    valid = (offers["valid_from"].to_numpy()[None, :] <= sent[:, None]) & (
-        offers["valid_to"].to_numpy()[None, :] >= sent[:, None]
-    )
     n, n_off = len(rows), len(offers)
-    cust = np.repeat(np.arange(n), n_off)
     off = np.tile(np.arange(n_off), n)
-    ch = np.repeat(channel_index(meta_r["channel"]), n_off)
-    x = propensity_matrix(
-        DEFAULT_SPEC,
-        raw_r,
-        meta_r["now_day"].to_numpy(),
-        cust,
-        offers["category_idx"].to_numpy(dtype=np.int64)[off],
-        offers["price"].to_numpy(dtype=np.float64)[off],
-        offers["margin"].to_numpy(dtype=np.float64)[off],
-        ch,
-    )
-    score = _predict(model, x).reshape(n, n_off)
     widx = world.index_of(meta_r["customer_id"].to_numpy())
     truth = world.p_convert_given_click(np.repeat(widx, n_off), off).reshape(n, n_off)
     price = offers["price"].to_numpy(dtype=np.float64)
-    pop_o = count.reindex(offers["offer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
     rate_o = rate.reindex(offers["offer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
     ch_names = meta_r["channel"].to_numpy()
     keys = pd.MultiIndex.from_arrays(
@@ -275,11 +281,105 @@ def evaluate_propensity(
     return res
 
 
-def _send_time_scores(model: Any, raw: dict[str, F64], now: F64) -> F64:
+def offer_scores(
+    ds: Dataset, model: Any, d: ModelData, rows: I64
+) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """(scores, valid): the model's score of every offer for each row of ``d`` in ``rows``
+    (the row's own channel and features), and which offers were valid at its send time."""
+    meta_r = d.meta.iloc[rows]
+    raw_r = {kk: v[rows] for kk, v in d.raw.items()}
+    offers = ds.offers.reset_index(drop=True)
+    sent = pd.to_datetime(meta_r["sent_at"], utc=True).to_numpy()
+    valid = (offers["valid_from"].to_numpy()[None, :] <= sent[:, None]) & (
+        offers["valid_to"].to_numpy()[None, :] >= sent[:, None]
+    )
+    n, n_off = len(rows), len(offers)
+    cust = np.repeat(np.arange(n), n_off)
+    off = np.tile(np.arange(n_off), n)
+    ch = np.repeat(channel_index(meta_r["channel"], ds.spec), n_off)
+    x = propensity_matrix(
+        ds.spec,
+        raw_r,
+        meta_r["now_day"].to_numpy(),
+        cust,
+        offers["category_idx"].to_numpy(dtype=np.int64)[off],
+        offers["price"].to_numpy(dtype=np.float64)[off],
+        offers["margin"].to_numpy(dtype=np.float64)[off],
+        ch,
+    )
+    return _predict(model, x).reshape(n, n_off), valid
+
+
+def off_policy_value(
+    ds: Dataset, rows: ModelData, model: Any, popularity: F64, res: EvalResult, seed: int
+) -> None:
+    """The candidate's offer policy (argmax of the model over the valid offers, channel and
+    hour as logged) valued off-policy on held-out sends with logged propensities.
+
+    Weights: the logged probability of the offer given the send's channel and time
+    (``offer_propensity``; else the send's ``propensity``, exact when the sending policy drew
+    the offer independently of a fixed channel and time, as in Hillstrom's design; with a
+    joint propensity over channel and time too, rows are also weighted towards the rarer
+    channel-time pairs). Reward: converted. Estimates (:mod:`training.measurement.ope`): SNIPS
+    (self-normalised, so it stays within the reward's range) and IPS for the candidate and
+    for "most popular offer"; the logged policy's own value is the mean reward (on-policy),
+    with its 95% interval. The ``ope_vs_logged`` gate refuses a candidate whose SNIPS
+    interval lies entirely below the logged policy's interval.
+    """
+    from training.measurement.ope import MIN_EFFECTIVE_EVENTS, evaluate
+
+    offers = ds.offers["offer_id"].astype(str).tolist()
+    index = {o: i for i, o in enumerate(offers)}
+    known = rows.meta["offer_id"].astype(str).map(index).notna().to_numpy()
+    idx = np.flatnonzero(known).astype(np.int64)
+    if len(idx) < 2:
+        return
+    action = rows.meta["offer_id"].astype(str).map(index).to_numpy()[idx].astype(np.int64)
+    reward = rows.y[idx].astype(np.float64)
+    propensity = rows.meta["offer_propensity"].to_numpy(dtype=np.float64)[idx]
+    score, valid = offer_scores(ds, model, rows, idx)
+    n, k = score.shape
+    policies = {
+        "model": np.where(valid, score, -np.inf).argmax(axis=1),
+        "most_popular_offer": np.where(valid, popularity[None, :], -np.inf).argmax(axis=1),
+    }
+    logged = float(np.mean(reward))
+    half = 1.96 * float(np.std(reward, ddof=1)) / float(np.sqrt(n))
+    res.baselines["logged_policy"] = {
+        "ope_snips_value": logged,
+        "ope_snips_low": logged - half,
+        "ope_snips_high": logged + half,
+    }
+    for who, pick in policies.items():
+        pi = np.zeros((n, k))
+        pi[np.arange(n), pick] = 1.0
+        est = {e.method: e for e in evaluate(reward, propensity, action, pi, seed=seed)}
+        dest = res.metrics if who == "model" else res.baselines.setdefault(who, {})
+        dest["ope_snips_value"] = est["SNIPS"].value
+        dest["ope_ips_value"] = est["IPS"].value
+        if who != "model":
+            continue
+        res.metrics.update(
+            {
+                "ope_snips_low": est["SNIPS"].low,
+                "ope_snips_high": est["SNIPS"].high,
+                "ope_ess": est["SNIPS"].ess,
+                "ope_match_share": float(np.mean(pick == action)),
+                "ope_rows": float(n),
+                "ope_reliable": float(
+                    est["SNIPS"].ess * float(np.mean(reward > 0)) >= MIN_EFFECTIVE_EVENTS
+                ),
+            }
+        )
+
+
+def _send_time_scores(
+    model: Any, raw: dict[str, F64], now: F64, spec: FeatureSpec = DEFAULT_SPEC
+) -> F64:
     n = len(now)
     cust = np.repeat(np.arange(n), 24)
     hours = np.tile(np.arange(24), n)
-    return _predict(model, send_time_matrix(DEFAULT_SPEC, raw, now, cust, hours)).reshape(n, 24)
+    return _predict(model, send_time_matrix(spec, raw, now, cust, hours)).reshape(n, 24)
 
 
 def _act_share(raw: dict[str, F64]) -> F64:
@@ -293,11 +393,15 @@ def evaluate_send_time(ds: Dataset, model: Any, world: Any, seed: int = 42) -> E
     raw = d.subset_raw(sel)
     meta = d.meta[sel]
     hour = meta["local_hour"].to_numpy(dtype=np.int64)
-    scores = _send_time_scores(model, raw, meta["now_day"].to_numpy())
+    scores = _send_time_scores(model, raw, meta["now_day"].to_numpy(), ds.spec)
     # baselines
     tm = d.meta[tr]
     by_hour = (
-        pd.Series(d.y[tr]).groupby(tm["local_hour"].to_numpy()).mean().reindex(range(24)).fillna(0)
+        pd.Series(d.y[tr])
+        .groupby(tm["local_hour"].to_numpy())
+        .mean()
+        .reindex(range(24))
+        .fillna(float(d.y[tr].mean()) if tr.any() else 0.0)
     )
     n = len(hour)
     share = _act_share(raw)
@@ -310,7 +414,7 @@ def evaluate_send_time(ds: Dataset, model: Any, world: Any, seed: int = 42) -> E
         "customer_top_hour": own,
     }
     new = _lifecycle_new(raw)
-    rnd = meta["policy"].to_numpy() == "random"
+    rnd = _random_sends(meta["policy"])
     res = EvalResult("send_time", {}, {"population_best_hour": {}, "customer_top_hour": {}})
     for who, s in rankers.items():
         top = _topk(s, 3)
@@ -328,19 +432,28 @@ def evaluate_send_time(ds: Dataset, model: Any, world: Any, seed: int = 42) -> E
         dest["hour_mae_all_policies"] = float(err.mean())
         for name, mask in (("_new", new & rnd), ("_established", ~new & rnd)):
             dest[f"top3_hit_rate{name}"] = float(hit3[mask].mean()) if mask.any() else float("nan")
-    # log loss on all delivered test rows (for the record)
-    res.metrics["logloss"] = logloss(d.y[te], _predict(model, d.x[te]))
-    res.metrics["auc"] = auc(d.y[te], _predict(model, d.x[te]))
+    # probability metrics on all delivered test rows, vs the train open rate by local hour
+    p_te = _predict(model, d.x[te])
+    base_te = by_hour.to_numpy(dtype=np.float64)[d.meta[te]["local_hour"].to_numpy(dtype=np.int64)]
+    res.metrics["logloss"] = logloss(d.y[te], p_te)
+    res.metrics["auc"] = auc(d.y[te], p_te)
+    res.metrics["ece"] = ece(d.y[te], p_te)
+    pop = res.baselines["population_best_hour"]
+    pop["logloss"] = logloss(d.y[te], base_te)
+    pop["auc"] = auc(d.y[te], base_te)
+    pop["ece"] = ece(d.y[te], base_te)
     res.metrics["test_rows"] = float(n)
+    if world is None:  # no ground truth (real data): observable metrics only
+        return res
 
     # regret: best local hour on the message's channel
     rows = _first_per_customer(d, te, REGRET_CUSTOMERS, seed)
     raw_r = {k: v[rows] for k, v in d.raw.items()}
     meta_r = d.meta.iloc[rows]
     m = len(rows)
-    sc = _send_time_scores(model, raw_r, meta_r["now_day"].to_numpy())
+    sc = _send_time_scores(model, raw_r, meta_r["now_day"].to_numpy(), ds.spec)
     widx = world.index_of(meta_r["customer_id"].to_numpy())
-    ch = channel_index(meta_r["channel"])
+    ch = channel_index(meta_r["channel"], ds.spec)
     truth = world.p_open(
         np.repeat(widx, 24), np.repeat(ch, 24), np.tile(np.arange(24.0), m)
     ).reshape(m, 24)
@@ -368,47 +481,47 @@ def evaluate_channel(ds: Dataset, model: Any, world: Any, seed: int = 42) -> Eva
 
     d = ds.models["channel"]
     tr, te = d.train, d.test
-    n_ch = len(DEFAULT_SPEC.channels)
+    spec = ds.spec
+    n_ch = len(spec.channels)
     tm = d.meta[tr]
     by_ch = (
-        pd.Series(d.y[tr])
-        .groupby(tm["channel"].to_numpy())
-        .mean()
-        .reindex(list(DEFAULT_SPEC.channels))
+        pd.Series(d.y[tr]).groupby(tm["channel"].to_numpy()).mean().reindex(list(spec.channels))
     ).fillna(0.0)
     rate = by_ch.to_numpy(dtype=np.float64)
     p_te = _predict(model, d.x[te])
-    base_te = rate[channel_index(d.meta[te]["channel"])]
+    base_te = rate[channel_index(d.meta[te]["channel"], spec)]
     res = EvalResult("channel", {}, {"most_used_channel": {}})
     res.metrics["logloss"] = logloss(d.y[te], p_te)
     res.metrics["auc"] = auc(d.y[te], p_te)
+    res.metrics["ece"] = ece(d.y[te], p_te)
     res.baselines["most_used_channel"]["logloss"] = logloss(d.y[te], base_te)
     res.baselines["most_used_channel"]["auc"] = auc(d.y[te], base_te)
+    res.baselines["most_used_channel"]["ece"] = ece(d.y[te], base_te)
 
     def scores(raw: dict[str, F64], now: F64) -> F64:
         n = len(now)
         cust = np.repeat(np.arange(n), n_ch)
         chs = np.tile(np.arange(n_ch), n)
-        return _predict(model, channel_matrix(DEFAULT_SPEC, raw, now, cust, chs)).reshape(n, n_ch)
+        return _predict(model, channel_matrix(spec, raw, now, cust, chs)).reshape(n, n_ch)
 
     def most_used(raw: dict[str, F64]) -> F64:
-        sent = np.stack([raw[f"sent_{c}"] for c in DEFAULT_SPEC.channels], axis=1)
+        sent = np.stack([raw[f"sent_{c}"] for c in spec.channels], axis=1)
         sent = np.nan_to_num(sent, nan=0.0)
         out: F64 = sent + 1e-3 * rate[None, :]  # ties -> population open rate
         return out
 
     def consent(raw: dict[str, F64]) -> npt.NDArray[np.bool_]:
-        c = np.stack([raw[f"consent_{ch}"] for ch in DEFAULT_SPEC.channels], axis=1) == 1
+        c = np.stack([raw[f"consent_{ch}"] for ch in spec.channels], axis=1) == 1
         out: npt.NDArray[np.bool_] = c & ~(raw["opted_out"] == 1)[:, None]
         return out
 
     sel = te & (d.y == 1)
     raw = d.subset_raw(sel)
-    actual = channel_index(d.meta[sel]["channel"])
+    actual = channel_index(d.meta[sel]["channel"], spec)
     sc = scores(raw, d.meta[sel]["now_day"].to_numpy())
     allowed = consent(raw)
     new = _lifecycle_new(raw)
-    rnd = d.meta[sel]["policy"].to_numpy() == "random"
+    rnd = _random_sends(d.meta[sel]["policy"])
     for who, s in (("model", sc), ("most_used_channel", most_used(raw))):
         dest = res.metrics if who == "model" else res.baselines[who]
         hit = s.argmax(axis=1) == actual
@@ -423,6 +536,8 @@ def evaluate_channel(ds: Dataset, model: Any, world: Any, seed: int = 42) -> Eva
                 float(hit_in[mask].mean()) if mask.any() else float("nan")
             )
     res.metrics["test_rows"] = float(len(actual))
+    if world is None:  # no ground truth (real data): observable metrics only
+        return res
 
     # regret: best consented channel at the message's local hour (true P(deliver) * P(open))
     rows = _first_per_customer(d, te, REGRET_CUSTOMERS, seed)
@@ -483,7 +598,7 @@ def hour_plot(ds: Dataset, model: Any, out: Path) -> Path:
 
     d = ds.models["send_time"]
     sel = d.test & (d.y == 1)
-    picked = _send_time_scores(model, d.subset_raw(sel), d.meta[sel]["now_day"].to_numpy())
+    picked = _send_time_scores(model, d.subset_raw(sel), d.meta[sel]["now_day"].to_numpy(), ds.spec)
     best = np.bincount(picked.argmax(axis=1), minlength=24) / max(int(sel.sum()), 1)
     counts = np.bincount(d.meta[sel]["local_hour"].to_numpy(dtype=np.int64), minlength=24)
     opened = counts / max(int(counts.sum()), 1)

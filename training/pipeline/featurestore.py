@@ -66,7 +66,9 @@ def materialize(
     store.materialize(
         start_date=datetime(2000, 1, 1, tzinfo=UTC), end_date=end + timedelta(seconds=1)
     )
-    write_canary(store)
+    from training.pipeline.dataset import data_spec
+
+    write_canary(store, data_spec())  # the feature names of the data's vocabulary
     return store
 
 

@@ -1,7 +1,9 @@
 """LightGBM binary classifiers for the three models, with fixed seeds and early stopping.
 
 Early stopping uses the last 10% (by send time) of the training window as validation, so the
-held-out test period is never looked at while fitting.
+held-out test period is never looked at while fitting. With ``groups`` (history rows and rows
+from the service's decision log), the last 10 % of each group: the log is the newest data, and a
+plain tail would spend all of a small log on early stopping and never fit on it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PARAMS", "fit"]
+__all__ = ["PARAMS", "fit", "validation_rows"]
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -41,14 +43,19 @@ def fit(
     feature_names: list[str],
     params: dict[str, Any] | None = None,
     weight: npt.NDArray[np.float64] | None = None,
+    groups: npt.NDArray[Any] | None = None,
 ) -> lgb.LGBMClassifier:
     """Fit on time-ordered rows ``x`` (earliest first); refit not needed (best iteration).
 
     ``weight``: optional sample weights (e.g. inverse logging propensities of log rows).
+    ``groups``: optional label per row; each group gives its own newest rows to validation.
     """
     p = {**PARAMS, **(params or {})}
-    n_valid = max(int(len(x) * VALID_SHARE), 1)
-    cut = len(x) - n_valid
+    valid = validation_rows(len(x), groups)
+    order = np.concatenate([np.flatnonzero(~valid), np.flatnonzero(valid)])
+    x, y = x[order], y[order]
+    weight = None if weight is None else weight[order]
+    cut = int((~valid).sum())
     model = lgb.LGBMClassifier(**p)
     names = [f.replace(" ", "_") for f in feature_names]
     with warnings.catch_warnings():
@@ -65,3 +72,13 @@ def fit(
             callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)],
         )
     return model
+
+
+def validation_rows(n: int, groups: npt.NDArray[Any] | None = None) -> npt.NDArray[np.bool_]:
+    """The early-stopping rows: the newest ``VALID_SHARE`` of time-ordered rows, per group."""
+    valid = np.zeros(n, dtype=bool)
+    labels = np.zeros(n, dtype=np.int8) if groups is None else np.asarray(groups)
+    for g in np.unique(labels):
+        idx = np.flatnonzero(labels == g)
+        valid[idx[len(idx) - max(int(len(idx) * VALID_SHARE), 1) :]] = True
+    return valid

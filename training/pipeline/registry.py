@@ -5,9 +5,15 @@ Registered models: ``nextbest-propensity``, ``nextbest-send-time``, ``nextbest-c
 the candidate only when every gate passes (:func:`check_gates`); ``rollback`` moves it back to
 the previous champion. Versions are always resolved through aliases, never by number.
 
-Gates, per model:
+Gates, per model, all on data any company has (no ground truth needed):
   * the ONNX parity check passed;
-  * the primary metric beats the best baseline by ``margin`` (``GATES``);
+  * the primary held-out metric beats the best simple baseline by ``margin`` (``GATES``);
+  * where held-out sends carry the logging policy's propensities (propensity model): the
+    candidate's offer policy is not significantly worse than the logged one off-policy
+    (``ope_vs_logged``: the candidate's SNIPS interval does not lie entirely below the
+    logged policy's);
+  * ground-truth regret beats the baselines (``TRUTH_GATES``), only when the candidate
+    reports it (the synthetic world's truth was there at training);
   * no key metric is worse than the current champion's by more than its tolerance
     (``CHAMPION_TOLERANCE``).
 
@@ -46,6 +52,7 @@ __all__ = [
     "GATES",
     "HISTORY_TAG",
     "REGISTERED_NAMES",
+    "TRUTH_GATES",
     "Gate",
     "GateOutcome",
     "artifact_root",
@@ -69,11 +76,19 @@ class Gate:
     margin: float  # required advantage over the best baseline
 
 
+#: gates on metrics any data gives (held-out later period vs the simple baselines)
 GATES: dict[str, list[Gate]] = {
-    "propensity": [Gate("auc", True, 0.01), Gate("regret_conversion", False, 0.0)],
-    # hit rate must beat the best baseline (no margin); the ground-truth regret decides
-    "send_time": [Gate("top3_hit_rate", True, 0.0), Gate("regret_open", False, 0.0)],
-    "channel": [Gate("logloss", False, 0.001), Gate("regret_open", False, 0.0)],
+    "propensity": [Gate("auc", True, 0.01)],
+    # hit rate must beat the best baseline (no margin)
+    "send_time": [Gate("top3_hit_rate", True, 0.0)],
+    "channel": [Gate("logloss", False, 0.001)],
+}
+#: gates on ground-truth metrics: checked only when the candidate reports them (the synthetic
+#: world's truth was there at training); never required
+TRUTH_GATES: dict[str, list[Gate]] = {
+    "propensity": [Gate("regret_conversion", False, 0.0)],
+    "send_time": [Gate("regret_open", False, 0.0)],
+    "channel": [Gate("regret_open", False, 0.0)],
 }
 #: metric -> (higher is better, absolute tolerance vs the current champion)
 CHAMPION_TOLERANCE: dict[str, dict[str, tuple[bool, float]]] = {
@@ -216,7 +231,8 @@ def gate_outcomes(
             None if parity else "ONNX parity check did not pass",
         )
     )
-    for g in GATES[kind]:
+    truth = [g for g in TRUTH_GATES.get(kind, []) if g.metric in candidate]
+    for g in [*GATES[kind], *truth]:
         name = f"{g.metric}_vs_best_baseline"
         value = candidate.get(g.metric)
         if value is None or math.isnan(value):
@@ -238,6 +254,8 @@ def gate_outcomes(
             f"by {g.margin}"
         )
         out.append(GateOutcome(name, ok, detail, reason))
+    if "ope_snips_high" in candidate and "logged_policy" in baselines:
+        out.append(ope_gate(candidate, baselines["logged_policy"]))
     if champion:
         for metric, (higher, tol) in CHAMPION_TOLERANCE[kind].items():
             if metric not in candidate or metric not in champion:
@@ -255,6 +273,31 @@ def gate_outcomes(
             )
             out.append(GateOutcome(f"{metric}_vs_champion", ok, detail, reason))
     return out
+
+
+def ope_gate(candidate: dict[str, float], logged: dict[str, float]) -> GateOutcome:
+    """The candidate's offer policy must not be significantly worse than the logged policy
+    off-policy: its SNIPS interval (95%) must not lie entirely below the logged policy's."""
+    value = candidate.get("ope_snips_value", float("nan"))
+    high = candidate.get("ope_snips_high", float("nan"))
+    low = candidate.get("ope_snips_low", float("nan"))
+    base = logged.get("ope_snips_value", float("nan"))
+    base_low = logged.get("ope_snips_low", float("nan"))
+    reliable = candidate.get("ope_reliable", 0.0) >= 1.0
+    detail = (
+        f"SNIPS value {value:.4f} (95% CI {low:.4f} to {high:.4f}) vs the logged policy "
+        f"{base:.4f} (from {base_low:.4f}), {int(candidate.get('ope_rows', 0)):,} logged sends, "
+        f"effective sample size {candidate.get('ope_ess', 0.0):.0f}"
+        + ("" if reliable else ", few rewarded rows")
+    )
+    ok = not high < base_low  # NaN (nothing to compare) passes
+    reason = (
+        None
+        if ok
+        else f"off-policy value {value:.4f} is significantly below the logged policy's "
+        f"{base:.4f} (95% CI upper end {high:.4f} < {base_low:.4f})"
+    )
+    return GateOutcome("ope_vs_logged", ok, detail, reason)
 
 
 def check_gates(

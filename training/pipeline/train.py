@@ -27,12 +27,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from contracts.features import DEFAULT_SPEC
-from training.pipeline.dataset import KINDS, SERVICES, Dataset, build_datasets, fingerprint
+from training.pipeline.dataset import (
+    KINDS,
+    SERVICES,
+    Dataset,
+    ModelData,
+    build_datasets,
+    fingerprint,
+)
 from training.pipeline.evaluate import EvalResult, evaluate_all, format_table, train_priors
 from training.pipeline.models import PARAMS, fit
 from training.pipeline.onnx_export import (
@@ -51,10 +59,50 @@ from training.pipeline.registry import (
 )
 from training.settings import paths
 
-__all__ = ["FEATURES", "TrainResult", "offers_json", "train"]
+__all__ = ["FEATURES", "TrainError", "TrainResult", "load_truth", "offers_json", "train"]
 
 FEATURES: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_SPEC.model_features.items()}
 EXAMPLE_ROWS = 5
+
+
+class TrainError(ValueError):
+    """The data cannot train a model (too few rows, one outcome only): says which and why."""
+
+
+def check_rows(kind: str, d: ModelData) -> None:
+    """Refuse, with the reason, a model whose training or test rows cannot fit or score it."""
+    y_tr, n_te = d.y[d.train], int(d.test.sum())
+    what = {"propensity": "opened sends (label converted)"}.get(
+        kind, "delivered sends (label opened)"
+    )
+    if len(y_tr) < 20 or n_te == 0:
+        raise TrainError(
+            f"{kind}: {len(y_tr)} training and {n_te} test rows of {what} after the "
+            "point-in-time join: too few to train and hold out (need at least 20 and 1; "
+            "check that features/ covers the send times)"
+        )
+    if len(np.unique(y_tr)) < 2:
+        raise TrainError(
+            f"{kind}: every training row of {what} has the same outcome ({int(y_tr[0])}); "
+            "the model needs both outcomes in the data"
+        )
+
+
+def load_truth() -> Any | None:
+    """The synthetic world's ground truth when the data folder has it (``truth/``, or the
+    older layout's files at its top), else None: real data has none, and training never
+    needs it (ground-truth metrics are then simply not computed)."""
+    from training.datasets.world import World
+
+    root = paths().data_dir
+    has_config = (root / "world.json").exists() or (root / "truth" / "world.json").exists()
+    has_truth = any((f / "truth_customers.parquet").exists() for f in (root / "truth", root))
+    if not (has_config and has_truth):
+        return None
+    try:
+        return World.load(root)  # reads truth/ (or the older layout's files at the top)
+    except (FileNotFoundError, OSError):
+        return None
 
 
 @dataclass
@@ -126,7 +174,6 @@ def train(
     from mlflow.models import infer_signature
     from tqdm import tqdm
 
-    from training.datasets.world import World
     from training.pipeline.featurestore import feature_store
 
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
@@ -146,16 +193,24 @@ def train(
     timings["feast_join_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    features = {k: list(v) for k, v in ds.spec.model_features.items()}
     models: dict[str, Any] = {}
     for kind in tqdm(KINDS, desc="fit LightGBM", disable=not progress):
         d = ds.models[kind]
+        check_rows(kind, d)
+        from_log = d.meta["message_id"].astype(str).str.startswith("L").to_numpy()
         models[kind] = fit(
-            d.x[d.train], d.y[d.train], FEATURES[kind], {"random_state": seed}, d.weight[d.train]
+            d.x[d.train],
+            d.y[d.train],
+            features[kind],
+            {"random_state": seed},
+            d.weight[d.train],
+            groups=from_log[d.train],  # history and log rows each give their newest to validation
         )
     timings["fit_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    world = World.load(paths().data_dir)
+    world = load_truth()
     plot_dir = Path(tempfile.mkdtemp(prefix="nextbest-plots-"))
     results = evaluate_all(ds, models, world, plot_dir, seed)
     timings["evaluate_s"] = time.perf_counter() - t0
@@ -165,7 +220,7 @@ def train(
     parity: dict[str, ParityResult] = {}
     for kind in tqdm(KINDS, desc="ONNX export + parity", disable=not progress):
         d = ds.models[kind]
-        onnx_models[kind] = to_onnx(models[kind], len(FEATURES[kind]))
+        onnx_models[kind] = to_onnx(models[kind], len(features[kind]))
         parity[kind] = check_parity(models[kind], onnx_models[kind], d.x[d.test], seed=seed)
         results[kind].metrics["parity_max_abs_diff"] = parity[kind].max_abs_diff
         results[kind].metrics["parity_passed"] = 1.0 if parity[kind].passed else 0.0
@@ -184,11 +239,15 @@ def train(
         "max_rows": ds.params["max_rows"],
         "extra_log": str(extra_log) if extra_log is not None else "none",
         "test_share": 0.2,
-        "split": "time",
+        "split": ds.params["split"],
+        "ground_truth": "yes" if world is not None else "no",
+        "vocabulary.channels": ",".join(ds.spec.channels),
+        "vocabulary.categories": ",".join(ds.spec.categories),
         **{f"data.{k}": v for k, v in ds.window.items()},
         **{f"lgbm.{k}": v for k, v in PARAMS.items() if k != "random_state"},
     }
-    world_json = (paths().data_dir / "world.json").read_text()
+    world_file = paths().data_dir / "world.json"
+    world_json = world_file.read_text() if world_file.exists() else "none (not a synthetic world)"
     with mlflow.start_run(run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}") as run:
         mlflow.log_params(run_params)
         mlflow.set_tag("world", world_json)
@@ -216,7 +275,7 @@ def train(
                 mlflow.log_metrics(_finite(r.flat()))
                 for path in r.plots.values():
                     mlflow.log_artifact(str(path), artifact_path="plots")
-                mlflow.log_dict({"features": FEATURES[kind]}, f"features/{kind}.json")
+                mlflow.log_dict({"features": features[kind]}, f"features/{kind}.json")
                 example = _example_rows(d.x[d.test])
                 sess = onnx_session(onnx_models[kind])
                 expected = score_onnx(sess, example)
@@ -247,11 +306,11 @@ def train(
                     {b: _finite(m) for b, m in r.baselines.items()},
                     ds.window,
                     SERVICES[kind],
-                    len(FEATURES[kind]),
+                    len(features[kind]),
                 ),
             )
             tags = {
-                **feature_tags(FEATURES[kind]),
+                **feature_tags(features[kind]),
                 "feature_service": SERVICES[kind],
                 "train_run": run.info.run_id,
             }
@@ -265,7 +324,7 @@ def train(
                 "alias": CANDIDATE,
                 "file": f"{kind}.onnx",
                 "sha256": hashlib.sha256(blob).hexdigest(),
-                "features": FEATURES[kind],
+                "features": features[kind],
                 "feature_service": SERVICES[kind],
                 "metrics": _finite(r.metrics),
                 "baselines": {b: _finite(m) for b, m in r.baselines.items()},
@@ -278,6 +337,7 @@ def train(
             "models": manifest_models,
             "offers": offers_json(ds.offers),
             "priors": priors,
+            "vocabulary": msgspec.to_builtins(ds.spec.vocabulary),
         }
         mlflow.log_dict(manifest, "bundle/manifest.json")
         for child_id in run_ids.values():  # where a model version's run is looked up
