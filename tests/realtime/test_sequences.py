@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from contracts.keys import ACTIONS_STREAM as ACTIONS
-from contracts.keys import contacts_key, decision_stream
+from contracts.keys import contacts_key, decision_stream, responses_key
 from contracts.records import ActionRecord, encode
 from service.delivery import DeliveryWorker
 from service.domain.config import load_policy
@@ -357,7 +357,10 @@ async def test_a_cart_reminder_offers_the_carted_item_or_its_category(
     item_cust, cat_cust, empty_cust = _customers(small_world, 3)
     now = time.time() - 2 * H
     for c in (item_cust, cat_cust, empty_cust):
-        await r.delete(contacts_key(c), f"nb:{{{c}}}:cart", f"nb:{{{c}}}:purchased")
+        # a fresh customer: no contacts, cart, purchases or responses left by other tests
+        await r.delete(
+            contacts_key(c), f"nb:{{{c}}}:cart", f"nb:{{{c}}}:purchased", responses_key(c)
+        )
 
     def ask(cid: str) -> DecideRequest:
         return DecideRequest(
@@ -369,7 +372,7 @@ async def test_a_cart_reminder_offers_the_carted_item_or_its_category(
 
     await realtime.store.apply(item_cust, f"{item_cust}-r{now}", "cart_add", now, "OFF003", 10.0)
     resp = await engine.decide(ask(item_cust))
-    assert resp.action is not None and resp.action.offer_id == "OFF003"
+    assert resp.action is not None and resp.action.offer_id == "OFF003", resp.suppressed
     assert resp.reminder == ReminderOut(
         kind="item", item_id="OFF003", category=offers["OFF003"].category
     )
