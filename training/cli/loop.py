@@ -3,7 +3,9 @@
 Round 0 simulates the service as it is. Each further round then:
 
 1. exports the decision log and outcomes of the round before (``export-log``) into
-   ``DIR/round-N``, and merges every round's export so far into ``DIR/log-all``;
+   ``DIR/round-N``, and merges every round's export so far into ``DIR/log-all``. It reads
+   them from Redis's streams: run the service without the Parquet log exporter (with it,
+   the streams keep only its backlog; not supported here yet);
 2. retrains with them (``train --extra-log DIR/log-all``: the log's decisions with outcomes
    join the training rows, weighted by inverse propensity; training/pipeline/dataset.py);
 3. promotes (the registry's gates decide: a candidate that does not pass keeps the champion);
