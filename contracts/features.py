@@ -23,6 +23,7 @@ __all__ = [
     "OFFER_VIEW",
     "PROFILE_VIEW",
     "REALTIME_VIEW",
+    "TASTE_OFFER_FEATURES",
     "Feature",
     "FeatureSpec",
     "View",
@@ -89,6 +90,16 @@ def _behaviour(v: Vocabulary) -> View:
             Feature("cart_abandons_7d", "int64", "abandoned carts in 7 days"),
             Feature("views_total", "int64", "page views since sign-up"),
             *(Feature(f"views_{c}_30d", "int64", f"views of {c}, 30 days") for c in v.categories),
+            # per-category taste over the whole history (training/features/)
+            *(Feature(f"views_{c}", "int64", f"views of {c}, all history") for c in v.categories),
+            *(Feature(f"carts_{c}", "int64", f"cart adds of {c}") for c in v.categories),
+            *(Feature(f"buys_{c}", "int64", f"purchases of {c}") for c in v.categories),
+            *(
+                Feature(f"days_{c}", "float32", f"days since the last view/cart/buy of {c}")
+                for c in v.categories
+            ),
+            Feature("avg_buy_price", "float32", "mean price of the purchases"),
+            Feature("avg_view_price", "float32", "mean price of the offers viewed"),
         ),
         timedelta(days=21),
         "Point-in-time snapshots of behavioural aggregates (RFM, cart, views).",
@@ -144,6 +155,19 @@ REALTIME = View(
 )
 
 
+#: per (customer, offer) columns of the propensity model from the per-category taste
+TASTE_OFFER_FEATURES: tuple[str, ...] = (
+    "offer_category_views",
+    "offer_category_view_share_all",
+    "offer_category_carts",
+    "offer_category_buys",
+    "offer_category_buy_share",
+    "offer_category_days",
+    "offer_price_vs_buys",
+    "offer_price_vs_views",
+)
+
+
 class FeatureSpec:
     """All feature names of one vocabulary: views, raw features, model input columns."""
 
@@ -187,6 +211,8 @@ class FeatureSpec:
             "offer_category_view_share",
             "open_rate_this_channel",
             "sent_this_channel",
+            # the offer against the customer's taste (issue 16.5; service/features/vectors.py)
+            *TASTE_OFFER_FEATURES,
         )
         self.send_time_base: tuple[str, ...] = (
             "tz_offset",

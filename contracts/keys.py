@@ -15,6 +15,7 @@ decision's marker, its feedback markers and the streams it is appended to share 
 | ``nb:{u}:ev:<event_id>`` | string | /events | event idempotency marker (TTL) |
 | ``nb:{u}:cart`` | hash | /events | ``q:<offer>`` quantity, ``v:<offer>`` value of the open cart |
 | ``nb:{u}:rt:views`` / ``:purchases`` / ``:opens`` | sorted sets | /events | event ids by time (windows) |
+| ``nb:{u}:responses`` | sorted set | /feedback | the customer's responses to messages, score = epoch, member ``event|offer|category|channel|decision`` (real-time features of the next decision) |
 | ``nb:{a}:customer`` | string | /events identify | identity link: anonymous id -> customer id |
 | ``nb:{c}:anonymous`` | set | /events identify | identity link: customer id -> anonymous ids |
 | ``nb:dec:{nbSS}:<decision_id>`` | hash | /decide, /feedback | for the feedback window (TTL): ``m`` the compact decision marker, one field per outcome event logged (its idempotency marker) |
@@ -56,6 +57,7 @@ __all__ = [
     "rate_limit_key",
     "realtime_state_key",
     "realtime_window_key",
+    "responses_key",
     "sequence_instance_key",
     "sequence_leases_key",
     "sequence_timers_key",
@@ -94,6 +96,11 @@ def realtime_state_key(unit: str) -> str:
 def realtime_window_key(unit: str, window: str) -> str:
     """``window``: one of :data:`REALTIME_WINDOWS`."""
     return f"nb:{{{unit}}}:rt:{window}"
+
+
+def responses_key(unit: str) -> str:
+    """The unit's responses to messages (feedback), by time: what the next decision learns."""
+    return f"nb:{{{unit}}}:responses"
 
 
 def event_marker_key(unit: str, event_id: str) -> str:

@@ -84,7 +84,7 @@ class Metrics:
         self.cold_start = Counter(
             "nextbest_cold_start_total",
             "decisions without usable features, by why (anonymous, no_features, stale, "
-            "unavailable, no_models)",
+            "unavailable, no_models, little_history)",
             ["reason"],
             registry=r,
         )

@@ -26,6 +26,7 @@ __all__ = [
     "FeedbackRequest",
     "FeedbackResponse",
     "Readiness",
+    "ReminderOut",
 ]
 
 # Patterns end in ``$(?!\n)``: the end of the string in Python's regex (msgspec) as in JSON
@@ -110,6 +111,17 @@ class Context(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         list[OfferId],
         msgspec.Meta(max_length=100, description="offers in the session's cart (unknown ignored)"),
     ] = []
+    remind: (
+        Annotated[
+            Literal["cart"],
+            msgspec.Meta(
+                description="`cart`: remind of the open cart: choose only among the offers in "
+                "it, or, for a carted item that is not an offer, the offers of its category "
+                "(the response's `reminder` says which); nothing in the cart: no action"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class ExperimentRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -230,6 +242,21 @@ class ActionOut(_Out):
     hour_lift: float
 
 
+class ReminderOut(_Out):
+    """What a reminder (``context.remind``) reminds of: the carted item itself, or its
+    category when the item is not an offer."""
+
+    kind: Annotated[
+        Literal["item", "category"],
+        msgspec.Meta(
+            description="`item`: the action's offer is the carted item; `category`: the carted "
+            "item is not an offer, the action's offer is of its category"
+        ),
+    ]
+    item_id: Annotated[str, msgspec.Meta(description="the carted item reminded of")]
+    category: Annotated[str, msgspec.Meta(description="the carted item's category")]
+
+
 class SuppressedOut(_Out):
     reason: str
     offer_id: str | None = None
@@ -253,6 +280,8 @@ class DecideResponse(_Out):
     policy_version: str
     feature_age_seconds: float | None
     explain: dict[str, Any] | None = None
+    #: with ``context.remind``: what the action reminds of (None: no action, or no reminder)
+    reminder: ReminderOut | None = None
 
 
 class BatchResponse(_Out):

@@ -11,7 +11,7 @@ import yaml
 
 from contracts.vocabulary import DEFAULT_CHANNELS
 
-__all__ = ["Arm", "Cap", "PolicyConfig", "QuietHours", "load_policy"]
+__all__ = ["Arm", "Cap", "ColdStart", "Learning", "PolicyConfig", "QuietHours", "load_policy"]
 
 
 class _S(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -76,6 +76,39 @@ class Realtime(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cart_boost: float = 1.3
 
 
+class ColdStart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who is decided from priors instead of the models, and how (decision.py ``_score_prior``)."""
+
+    #: a known customer with fewer events than this in the feature rows (page views since
+    #: sign-up, ``views_total``, plus messages received, ``sent_<channel>``; no behaviour and
+    #: no engagement row counts 0) is a cold start: flagged ``cold_start``, decided from priors
+    min_events: int = 3
+    #: the local hours a cold-start send may take when nothing says when the customer is
+    #: active: start inclusive, end exclusive, in the customer's time zone (the quiet hours
+    #: still apply); the population's best open hour inside this window is used
+    send_hours_start: int = 9
+    send_hours_end: int = 19
+    #: a customer seen (any event) within this many hours is active at that local hour: a
+    #: cold-start send goes out at that hour (when the quiet hours allow it)
+    session_hours: float = 2.0
+
+
+class Learning(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the next decision learns from a customer's responses (``POST /feedback``), within
+    the second: see service/realtime/responses.py."""
+
+    #: a dismissed offer is not offered to the customer again for this long
+    dismiss_cooldown_hours: float = 72.0
+    #: expected-value multiplier of offers in a category whose offer the customer clicked or
+    #: bought (in the last ``window_days``)
+    category_boost: float = 1.3
+    #: P(open | channel) of the models, updated with the customer's deliveries and opens on
+    #: the channel since the engagement features were computed: (k p + opens) / (k + delivered)
+    channel_prior_weight: float = 8.0
+    #: responses older than this are forgotten
+    window_days: float = 30.0
+
+
 class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: log every candidate's factored score with each decision (what off-policy evaluation of
     #: other offers, channels and send times needs; about 1.5 KB per decision)
@@ -121,6 +154,8 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     eligibility: Eligibility
     experiments: Experiments
     realtime: Realtime = msgspec.field(default_factory=Realtime)
+    cold_start: ColdStart = msgspec.field(default_factory=ColdStart)
+    learning: Learning = msgspec.field(default_factory=Learning)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def validate(self, channels: Sequence[str] = DEFAULT_CHANNELS) -> PolicyConfig:
@@ -147,6 +182,20 @@ class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                     raise ValueError(
                         f"experiment {exp_name}, arm {a.name}: an explore arm needs epsilon > 0"
                     )
+        cs = self.cold_start
+        if cs.min_events < 0 or not (0 <= cs.send_hours_start < cs.send_hours_end <= 24):
+            raise ValueError(
+                "cold_start: min_events must be >= 0 and 0 <= send_hours_start < "
+                "send_hours_end <= 24"
+            )
+        lr = self.learning
+        if min(lr.dismiss_cooldown_hours, lr.channel_prior_weight) < 0 or not (
+            lr.category_boost > 0 and lr.window_days > 0
+        ):
+            raise ValueError(
+                "learning: dismiss_cooldown_hours and channel_prior_weight must be >= 0, "
+                "category_boost and window_days > 0"
+            )
         if not 0 <= self.experiments.global_holdout < 1:
             raise ValueError("experiments.global_holdout must be in [0, 1)")
         d = self.experiments.default

@@ -9,8 +9,17 @@ Expected value of offer o on channel ch at local hour h::
     p(o, ch, h) = P_channel(open | ch) * lift(h) * P_propensity(convert | open, o, ch)
     EV          = p * value(o) * lever(o)
 
-where lift(h) = P_send_time(h) / mean over the day. Cold-start and anonymous visitors use
-population priors from the model bundle instead (flagged ``cold_start``).
+where lift(h) = P_send_time(h) / mean over the day.
+
+**Cold start.** Anonymous visitors, customers without feature rows and known customers with
+too little history (fewer than ``cold_start.min_events`` page views since sign-up plus
+messages received, policy.yaml) are decided from priors instead (flagged ``cold_start``):
+what is known still counts (consents choose the channels, the time zone the local hour,
+the session's cart its categories); P(open | channel) is the population's open rate of the
+channel; the send hour is the population's best open hour *within local daytime*
+(``cold_start.send_hours_start``-``send_hours_end``), or the local hour the customer was
+last active in a session (``session_ts``, within ``cold_start.session_hours``), never a
+quiet hour.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ __all__ = [
     "Scores",
     "Suppression",
     "decide",
+    "history_events",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -124,6 +134,14 @@ class DecisionInput:
     #: categories of the customer's open cart (real-time features): the model path
     #: multiplies their expected value by ``policy.realtime.cart_boost``
     boost_categories: frozenset[str] = frozenset()
+    #: epoch seconds of the customer's last event (real-time row; None: unknown)
+    session_ts: float | None = None
+    #: learned from the customer's responses (service/realtime/responses.py): offers
+    #: dismissed within the cooldown (offer -> when), categories clicked or bought from,
+    #: (delivered, opened) per channel since the engagement features
+    dismissed: Mapping[str, float] = field(default_factory=dict)
+    responded_categories: frozenset[str] = frozenset()
+    channel_responses: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -281,6 +299,9 @@ def _eligible(inp: DecisionInput, cfg: PolicyConfig, out: Decision) -> list[Offe
             why = "already purchased"
         elif el.exclude_in_cart and o.category in inp.cart_categories:
             why = "already in cart"
+        elif o.offer_id in inp.dismissed:
+            ago = (inp.now - inp.dismissed[o.offer_id]) / 3600.0
+            why = f"dismissed {ago:.1f} h ago (cooldown {cfg.learning.dismiss_cooldown_hours:g} h)"
         else:
             for r in cfg.eligibility.rules:
                 if r.offer != o.offer_id:
@@ -367,14 +388,47 @@ def _score_model(
     return Scores(offers, chans, np.asarray(p_ch, dtype=np.float64), lift, p_prop, slots)
 
 
+def history_events(features: Mapping[str, F64] | None) -> float:
+    """Events in a customer's feature rows: page views since sign-up plus messages received
+    (0 when the behaviour and engagement rows are missing)."""
+    if features is None:
+        return 0.0
+    names = ["views_total", *(k for k in features if k.startswith("sent_"))]
+    vals = [_feature(features, n) for n in names]
+    return float(sum(v for v in vals if not np.isnan(v)))
+
+
+#: the factor of a non-daytime hour in a cold-start prior: used only when no daytime hour is
+#: allowed (quiet hours), never in preference to one
+OFF_HOURS_FACTOR = 1e-3
+
+
+def _prior_lift(inp: DecisionInput, cfg: PolicyConfig, priors: Priors) -> F64:
+    """Cold start: the population's open rate by local hour, kept to local daytime, or the
+    hour the customer was active in a session (see the module docstring)."""
+    cs = cfg.cold_start
+    rates = np.asarray(priors.hour_open_rate, dtype=np.float64)
+    lift = rates / max(float(rates.mean()), 1e-12)
+    day = np.zeros(24, dtype=bool)
+    day[cs.send_hours_start : cs.send_hours_end] = True
+    lift = np.where(day, lift, lift * OFF_HOURS_FACTOR)
+    ts = inp.session_ts
+    if ts is not None and ts > 0 and 0 <= inp.now - ts <= cs.session_hours * 3600.0:
+        tz = _feature(inp.features, "tz_offset")
+        h = local_hour(ts, None if np.isnan(tz) else tz, inp.tz_name)
+        lift[h] = float(lift.max()) * 1.25  # active then: the best hour we know of
+    out: F64 = lift
+    return out
+
+
 def _score_prior(
     inp: DecisionInput,
+    cfg: PolicyConfig,
     priors: Priors,
     offers: list[Offer],
     slots: dict[str, list[tuple[float, int]]],
 ) -> Scores:
-    rates = np.asarray(priors.hour_open_rate, dtype=np.float64)
-    lift = rates / max(float(rates.mean()), 1e-12)
+    lift = _prior_lift(inp, cfg, priors)
     chans = list(slots)
     p_ch = np.array([priors.channel_open_rate.get(c, 0.0) for c in chans], dtype=np.float64)
     base = np.array(
@@ -385,23 +439,45 @@ def _score_prior(
         ],
         dtype=np.float64,
     )
-    # the prior's P(convert) does not depend on the channel (one column per channel), and the
-    # population open rate is shown with a choice but is not a factor of its score
+    # the prior's P(convert | open) does not depend on the channel (one column per channel);
+    # the population's open rate of each channel is the channel factor
     p_conv = np.repeat(base[:, None], len(chans), axis=1)
-    return Scores(offers, chans, np.ones(len(chans)), lift, p_conv, slots, channel_score=p_ch)
+    return Scores(offers, chans, p_ch, lift, p_conv, slots)
 
 
-def _lever(cfg: PolicyConfig, offer: Offer, boost: frozenset[str]) -> float:
-    """The value of converting ``offer`` here: margin or price, levers, the open cart's boost."""
+def _lever(
+    cfg: PolicyConfig,
+    offer: Offer,
+    boost: frozenset[str],
+    responded: frozenset[str] = frozenset(),
+) -> float:
+    """The value of converting ``offer`` here: margin or price, levers, the open cart's boost,
+    the boost of a category the customer responded to."""
     lever = cfg.realtime.cart_boost if offer.category in boost else 1.0
+    if offer.category in responded:
+        lever *= cfg.learning.category_boost
     return _value(cfg, offer) * lever
 
 
-def _with_value(cfg: PolicyConfig, c: Choice, boost: frozenset[str] = frozenset()) -> Choice:
+def _with_value(c: Choice, value: float) -> Choice:
     return Choice(
         c.offer, c.channel, c.send_at, c.local_hour, c.probability,
-        c.probability * _lever(cfg, c.offer, boost), c.propensity, c.channel_score, c.hour_lift,
+        c.probability * value, c.propensity, c.channel_score, c.hour_lift,
     )  # fmt: skip
+
+
+def _learn_channels(inp: DecisionInput, cfg: PolicyConfig, scores: Scores, out: Decision) -> None:
+    """P(open | channel) updated with the customer's responses since the features:
+    (k p + opens) / (k + delivered), k = ``learning.channel_prior_weight``."""
+    k = cfg.learning.channel_prior_weight
+    for j, c in enumerate(scores.channels):
+        if c not in inp.channel_responses:
+            continue
+        delivered, opened = inp.channel_responses[c]
+        p = float(scores.p_channel[j])
+        scores.p_channel[j] = (k * p + opened) / (k + delivered) if k + delivered > 0 else p
+        if c in out.channel_scores:
+            out.channel_scores[c] = float(scores.p_channel[j])
 
 
 def _popular(cfg: PolicyConfig, priors: Priors, choices: list[Choice]) -> Choice | None:
@@ -515,7 +591,11 @@ def decide(
         out.opted_out = True
         out.suppressed.append(Suppression("no_consent", detail="opted out of all marketing"))
         return out
-    out.cold_start = inp.features is None or scorer is None
+    out.cold_start = (
+        inp.features is None
+        or scorer is None
+        or (inp.known and history_events(inp.features) < cfg.cold_start.min_events)
+    )
     if inp.contact_history is None:
         out.degraded.append("contact_history_unavailable")
     # only the channels the models were trained on (a placement may list others)
@@ -527,14 +607,18 @@ def decide(
     if not slots or not offers:
         return out
     if out.cold_start:
-        scores = _score_prior(inp, priors, offers, slots)
+        scores = _score_prior(inp, cfg, priors, offers, slots)
     else:
         assert scorer is not None
         scores = _score_model(inp, spec, scorer, offers, slots, out)
+    if inp.channel_responses:
+        _learn_channels(inp, cfg, scores, out)
     boost = inp.boost_categories if not out.cold_start else frozenset()  # cold start: own boost
-    scores.value = np.array([_lever(cfg, o, boost) for o in offers], dtype=np.float64)
+    responded = inp.responded_categories
+    scores.value = np.array([_lever(cfg, o, boost, responded) for o in offers], dtype=np.float64)
     out.scores = scores
-    choices = [_with_value(cfg, c, boost) for c in _choices(scores, fixed_hour)]
+    values = {o.offer_id: float(v) for o, v in zip(offers, scores.value, strict=True)}
+    choices = [_with_value(c, values[c.offer.offer_id]) for c in _choices(scores, fixed_hour)]
     min_p = cfg.eligibility.min_propensity
     kept = []
     for c in choices:

@@ -11,6 +11,7 @@ from service.adapters.models import ModelSet
 from service.adapters.redis_store import CustomerState
 from service.domain.allocation import Allocation
 from service.domain.decision import Decision
+from service.realtime.reminders import Reminder
 from service.schemas import DecideRequest
 
 __all__ = ["DecideContext"]
@@ -33,5 +34,14 @@ class DecideContext:
     realtime: dict[str, Any] | None = None
     #: categories of the open cart (the model path boosts their expected value)
     boost: frozenset[str] = frozenset()
+    #: epoch seconds of the unit's last event, from the real-time row (None: unknown)
+    session_ts: float | None = None
+    #: the open cart's items (offers or not) and their categories, from the real-time layer
+    cart: tuple[str, ...] = ()
+    cart_categories: dict[str, str] = field(default_factory=dict)
+    #: the unit's responses to messages, (member, time), from the real-time layer
+    responses: list[tuple[str, float]] = field(default_factory=list)
+    #: ``context.remind``: offer id -> what it reminds of (None: not a reminder)
+    reminders: dict[str, Reminder] | None = None
     #: seconds per stage (read, decide, commit) for the metrics
     stages: dict[str, float] = field(default_factory=dict)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from contracts.features import DEFAULT_SPEC
+from contracts.features import DEFAULT_SPEC, ENGAGEMENT_VIEW
 from contracts.records import encode, encode_marker
 from service.adapters.breaker import Breaker
 from service.adapters.models import ModelSet
@@ -40,6 +40,8 @@ from service.engine.response import decide_response
 from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
 from service.observability import DECISION_ID, Metrics
+from service.realtime.reminders import cart_reminders
+from service.realtime.responses import summarize as summarize_responses
 from service.schemas import (
     NOW_YEARS,
     TIMEZONES,
@@ -73,7 +75,7 @@ def _cold_start_reason(ctx: DecideContext, features: object) -> str:
         return "anonymous"
     if ctx.state is None or "features_unavailable" in ctx.degraded:
         return "unavailable"
-    return "no_features" if features is None else "other"
+    return "no_features" if features is None else "little_history"
 
 
 class DecisionEngine:
@@ -96,7 +98,14 @@ class DecisionEngine:
         self.metrics = metrics
         self.guard = RedisGuard(redis_timeout_s, breaker)
         self.state = StateReader(store, self.guard, features, feature_timeout_s)
-        self.outcomes = FeedbackHandler(store, self.guard, spool, metrics, policy)
+        self.outcomes = FeedbackHandler(
+            store,
+            self.guard,
+            spool,
+            metrics,
+            policy,
+            lambda: self.models.offers if self.models else {},
+        )
         #: the real-time layer (service/realtime): identity, real-time features; optional
         self.realtime: Realtime | None = None
         #: called with (decision id, arm, stage seconds) after each decision (tracing); None: off
@@ -179,13 +188,18 @@ class DecisionEngine:
         degraded: list[str] = []
         boost: frozenset[str] = frozenset()
         rt_log = None
+        session_ts: float | None = None
+        cart: tuple[str, ...] = ()
+        cart_categories: dict[str, str] = {}
+        responses: list[tuple[str, float]] = []
         # A known customer's real-time row rides in the state read below (one round trip);
         # an anonymous id is resolved first (it may be linked to a customer).
         rt_joint = self.realtime is not None and bool(req.customer_id)
         if self.realtime is not None and not rt_joint:
             try:
                 req, rt = await self.guard.call(self.realtime.prepare(req, offers))
-                boost, rt_log = rt.boost_categories, rt.log
+                boost, rt_log, session_ts = rt.boost_categories, rt.log, rt.session_ts
+                cart, cart_categories, responses = rt.cart, rt.cart_categories, rt.responses
             except Exception as exc:
                 degraded.append("realtime_unavailable")
                 if not isinstance(exc, RedisSkipped):
@@ -213,6 +227,10 @@ class DecisionEngine:
             degraded=degraded,
             realtime=rt_log,
             boost=boost,
+            session_ts=session_ts,
+            cart=cart,
+            cart_categories=cart_categories,
+            responses=responses,
         )
         rt_store = self.realtime.store if self.realtime is not None and rt_joint else None
         ctx.state = await self.state.read(
@@ -221,7 +239,9 @@ class DecisionEngine:
         if self.realtime is not None and ctx.state is not None and rt_joint:
             try:
                 ctx.req, rt = self.realtime.apply(ctx.req, offers, ctx.state.extra)
-                ctx.boost, ctx.realtime = rt.boost_categories, rt.log
+                ctx.boost, ctx.realtime, ctx.session_ts = rt.boost_categories, rt.log, rt.session_ts
+                ctx.cart, ctx.cart_categories = rt.cart, rt.cart_categories
+                ctx.responses = rt.responses
             except Exception as exc:
                 ctx.degraded.append("realtime_unavailable")
                 log.warning("real-time state failed: %s", type(exc).__name__)
@@ -258,7 +278,22 @@ class DecisionEngine:
             ctx.degraded.append("models_unavailable")
         offers = models.offers if models else {}
         names = req.candidates if req.candidates is not None else list(offers)
+        if req.context.remind == "cart":
+            # only what was left in the cart (or its category): never something else
+            ctx.reminders = cart_reminders(
+                [*req.context.cart_items, *ctx.cart], ctx.cart_categories, offers
+            )
+            names = [n for n in names if n in ctx.reminders]
         features = state.features if state else None
+        learning = self.policy.learning
+        learned = summarize_responses(
+            ctx.responses,
+            ctx.now,
+            learning.dismiss_cooldown_hours * 3600.0,
+            state.feature_stamps.get(ENGAGEMENT_VIEW) if state else None,
+        )
+        if ctx.responses and ctx.realtime is not None:
+            ctx.realtime["responses"] = learned.as_log(ctx.now)
         inp = DecisionInput(
             unit_id=ctx.unit,
             known=ctx.known,
@@ -276,12 +311,20 @@ class DecisionEngine:
             tz_name=req.context.timezone,
             uniform=_uniform(ctx.decision_id),
             boost_categories=ctx.boost,
+            session_ts=ctx.session_ts,
+            dismissed=learned.dismissed,
+            responded_categories=learned.categories,
+            channel_responses=learned.channels,
         )
         if models is not None:
             scorer = models if features is not None else None
             decision = decide(inp, self.policy, scorer, models.priors, ctx.spec)
         else:
             decision = Decision(action=None, cold_start=True)
+        if ctx.reminders is not None and not names:
+            decision.suppressed.append(
+                Suppression("ineligible", detail="remind: cart: nothing in the cart to remind of")
+            )
         decision.degraded[:0] = ctx.degraded
         if decision.cold_start and not decision.opted_out:
             self.metrics.cold_start.labels(reason=_cold_start_reason(ctx, features)).inc()

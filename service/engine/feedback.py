@@ -2,7 +2,9 @@
 
 An outcome is appended once (idempotent by decision and event). Its effects (``converted``:
 the offer joins the customer's purchases; ``delivered`` with ``count_on: delivered``: the
-contact counts against the caps) are applied exactly once, by their own marker in the
+contact counts against the caps; every outcome of an action for a known customer: recorded
+in the customer's responses, which the next decision learns from within the second, see
+:mod:`service.realtime.responses`) are applied exactly once, by their own marker in the
 customer's keys (:meth:`RedisStore.add_purchase`, :meth:`RedisStore.count_contact`), and
 every time the outcome is seen, also as a duplicate. So the outcome completes its effects
 whichever attempt gets through: the first one, its replay from the spool (which may meet
@@ -15,15 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from contracts.keys import responses_key
 from contracts.records import DecisionMarker, FeedbackRecord, decode_marker, encode
 from service.adapters.redis_store import RedisStore
 from service.adapters.spool import Spool
 from service.domain.config import PolicyConfig
+from service.domain.decision import Offer
 from service.engine.guard import RedisGuard, RedisSkipped
 from service.errors import UnknownDecision
 from service.observability import Metrics
+from service.realtime.responses import MAX_RESPONSES, RESPONSE_EVENTS, member
 from service.schemas import FeedbackRequest, FeedbackResponse
 
 __all__ = ["EFFECT_EVENTS", "FeedbackHandler"]
@@ -31,7 +37,9 @@ __all__ = ["EFFECT_EVENTS", "FeedbackHandler"]
 log = logging.getLogger("nextbest.engine")
 
 #: outcomes that change later decisions (see FeedbackHandler.apply_effects)
-EFFECT_EVENTS = ("converted", "delivered")
+EFFECT_EVENTS = RESPONSE_EVENTS
+#: the catalogue the feedback's offer is looked up in (for its category); the engine's models
+Catalogue = Callable[[], Mapping[str, Offer]]
 
 
 class FeedbackHandler:
@@ -42,7 +50,9 @@ class FeedbackHandler:
         spool: Spool,
         metrics: Metrics,
         policy: PolicyConfig,
+        catalogue: Catalogue | None = None,
     ) -> None:
+        self.catalogue: Catalogue = catalogue or dict
         self.store = store
         self.guard = guard
         self.spool = spool
@@ -107,8 +117,8 @@ class FeedbackHandler:
 
     def has_effects(self, event: str, m: DecisionMarker) -> bool:
         """Does this outcome of this decision change later decisions? (pure)"""
-        if event == "converted":
-            return bool(m.offer and m.known and m.unit)
+        if event in RESPONSE_EVENTS and m.offer and m.known and m.unit:
+            return True  # a response to learn from (and, converted: a purchase)
         policy = self.policy.contact_policy
         return (
             event == "delivered"
@@ -141,5 +151,30 @@ class FeedbackHandler:
         if event == "converted":
             assert m.offer is not None
             await self.store.add_purchase(m.unit, m.offer, decision_id)
-        elif m.channel is not None:
+        policy = self.policy.contact_policy
+        if (
+            event == "delivered"
+            and policy.count_on == "delivered"
+            and m.channel in policy.capped_channels
+        ):
+            assert m.channel is not None
             await self.store.count_contact(m.unit, m.channel, at, decision_id)
+        if event in RESPONSE_EVENTS and m.offer and m.known:
+            await self._record_response(decision_id, event, at, m)
+
+    async def _record_response(
+        self, decision_id: str, event: str, at: float, m: DecisionMarker
+    ) -> None:
+        """The response joins the customer's responses (idempotent: the same outcome is the
+        same member); older than the learning window, or beyond the last MAX_RESPONSES, go."""
+        assert m.unit is not None and m.offer is not None
+        offer = self.catalogue().get(m.offer)
+        category = offer.category if offer is not None else ""
+        key = responses_key(m.unit)
+        window = self.policy.learning.window_days * 86400.0
+        async with self.store.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {member(event, m.offer, category, m.channel or "", decision_id): at})
+            pipe.zremrangebyscore(key, "-inf", at - window)
+            pipe.zremrangebyrank(key, 0, -MAX_RESPONSES - 1)
+            pipe.expire(key, int(window) + 86400)
+            await pipe.execute()

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from service.domain.config import PolicyConfig
 from service.domain.decision import Choice
 from service.engine.context import DecideContext
-from service.schemas import ActionOut, DecideResponse, SuppressedOut
+from service.schemas import ActionOut, DecideResponse, ReminderOut, SuppressedOut
 
 __all__ = ["decide_response", "iso_time"]
 
@@ -76,4 +76,13 @@ def decide_response(ctx: DecideContext, policy: PolicyConfig) -> DecideResponse:
         policy_version=policy.version,
         feature_age_seconds=age,
         explain=explain,
+        reminder=_reminder(ctx),
     )
+
+
+def _reminder(ctx: DecideContext) -> ReminderOut | None:
+    a = ctx.decision.action if ctx.decision is not None else None
+    if a is None or ctx.reminders is None or a.offer.offer_id not in ctx.reminders:
+        return None
+    r = ctx.reminders[a.offer.offer_id]
+    return ReminderOut(kind=r.kind, item_id=r.item_id, category=r.category)  # type: ignore[arg-type]

@@ -80,7 +80,34 @@ def propensity_matrix(
         [channel, offer_category, offer_price, offer_margin, v_cat, share, open_rate, sent],
         axis=1,
     ).astype(np.float64)
-    return np.hstack([base, extra]).astype(np.float32)
+    return np.hstack([base, extra, _taste(spec, raw, cust, offer_category, offer_price)]).astype(
+        np.float32
+    )
+
+
+def _taste(spec: FeatureSpec, raw: Raw, cust: I64, category: I64, price: F64) -> F64:
+    """``TASTE_OFFER_FEATURES``: the offer's category in the customer's whole history (views,
+    cart adds, purchases, their shares, days since the last of them) and the offer's price
+    against the mean price the customer buys and views (NaN where unknown)."""
+    n = _n(raw)
+    rows = np.arange(len(cust))
+
+    def per_cat(prefix: str) -> F64:
+        m = np.stack([_col(raw, f"{prefix}_{c}", n) for c in spec.categories], axis=1)[cust]
+        return m
+
+    views, carts, buys, days = (per_cat(p) for p in ("views", "carts", "buys", "days"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v_all, b_all = views.sum(axis=1), buys.sum(axis=1)
+        v_share = np.where(v_all > 0, views[rows, category] / v_all, np.nan)
+        b_share = np.where(b_all > 0, buys[rows, category] / b_all, np.nan)
+        vs_buys = price / _col(raw, "avg_buy_price", n)[cust]
+        vs_views = price / _col(raw, "avg_view_price", n)[cust]
+    cols = [
+        views[rows, category], v_share, carts[rows, category], buys[rows, category], b_share,
+        days[rows, category], vs_buys, vs_views,
+    ]  # fmt: skip
+    return np.stack(cols, axis=1)
 
 
 def send_time_matrix(

@@ -46,6 +46,19 @@ class EventIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         Annotated[float, msgspec.Meta(ge=0, le=1e9, description="the offer's value (cart_add)")]
         | None
     ) = None
+    category: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=64,
+                description="the item's category (cart_add): an abandoned-cart reminder of an "
+                "item that is not an offer offers its category",
+                examples=["home"],
+            ),
+        ]
+        | None
+    ) = None
     #: a JSON Schema integer is any number without a fraction (``2`` or ``2.0``): decoded as
     #: such a number, used as an int (``EventIn.count``)
     quantity: Annotated[

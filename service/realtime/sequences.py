@@ -73,6 +73,9 @@ class Step(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     when: list[Condition] = []
     placement: str = "campaign"
     channels: list[str] | None = None  # checked against the vocabulary by load_sequences
+    #: ``cart``: remind of the open cart (the decision's ``context.remind``): only the carted
+    #: offers, or the offers of a carted item's category when the item is not an offer
+    remind: Literal["cart"] | None = None
 
 
 class Sequence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -327,7 +330,9 @@ class Scheduler:
             return out
         req = DecideRequest(
             customer_id=unit,
-            context=Context(placement=step.placement, trigger=f"seq:{name}:{k}"),
+            context=Context(
+                placement=step.placement, trigger=f"seq:{name}:{k}", remind=step.remind
+            ),
             channels=list(step.channels) if step.channels else None,
             now=datetime.fromtimestamp(now, UTC),
         )

@@ -52,6 +52,14 @@ class RealtimeContext:
 
     boost_categories: frozenset[str] = frozenset()
     log: dict[str, Any] = field(default_factory=dict)
+    #: epoch seconds of the unit's last event (None: no real-time row); a cold start sends at
+    #: the local hour the customer was last active
+    session_ts: float | None = None
+    #: every item of the open cart (offers and other items) and the categories known of them
+    cart: tuple[str, ...] = ()
+    cart_categories: dict[str, str] = field(default_factory=dict)
+    #: the unit's responses to messages, (member, time): service/realtime/responses.py
+    responses: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Realtime:
@@ -148,8 +156,9 @@ class Realtime:
         # in between (503), the caller's retry completes them instead of meeting "duplicate"
         sequences = bool(known) and self.scheduler is not None and self.scheduler.follows(ev.type)
         res = await self.store.apply(
-            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.count, sequences
-        )
+            unit, ev.event_id, ev.type, ts, ev.offer_id, ev.value, ev.count, sequences,
+            ev.category,
+        )  # fmt: skip
         if sequences and res.status != "duplicate":
             assert known is not None and self.scheduler is not None
             # a late purchase still ends sequences that started before it; other late events
@@ -216,7 +225,15 @@ class Realtime:
                 v = feats.get(name, 0.0)
                 entry[name.replace("_ts", "_age_s")] = round(now - v, 3) if v > 0 else None
         active = boost and feats.get("cart_items_rt", 0.0) > 0
-        return req, RealtimeContext(cats if active else frozenset(), entry)
+        last = feats.get("last_event_ts", 0.0)
+        return req, RealtimeContext(
+            cats if active else frozenset(),
+            entry,
+            last if last > 0 else None,
+            tuple(rt.cart),
+            dict(rt.cart_categories),
+            list(rt.responses),
+        )
 
 
 def build_realtime(client: Any, engine: Any, settings: Any, clock: Clock = time.time) -> Realtime:

@@ -8,7 +8,7 @@ Redis Cluster):
 |---|---|---|
 | ``nb:{u}:rt`` | hash | ``last_ts`` (last order-sensitive event applied), ``row_us`` (feature row time), ``last_*_ts`` |
 | ``nb:{u}:ev:<event_id>`` | string | idempotency marker (TTL ``marker_ttl_s``): ``applied``/``late`` until the event's effects are complete, then ``done`` |
-| ``nb:{u}:cart`` | hash | ``q:<offer>`` quantity and ``v:<offer>`` value of the open cart |
+| ``nb:{u}:cart`` | hash | ``q:<item>`` quantity, ``v:<item>`` value and ``c:<item>`` category (when the event named one) of the open cart |
 | ``nb:{u}:rt:views`` / ``:purchases`` / ``:opens`` | sorted sets | event ids by time (windows, pruned at 24 h) |
 | ``nb:{u}:purchased`` | set | offers bought (also fed by `converted` feedback); excluded from offers |
 | ``nb:{a}:customer`` | string | identity link: anonymous id -> customer id |
@@ -47,6 +47,7 @@ from contracts.keys import (
     purchased_key,
     realtime_state_key,
     realtime_window_key,
+    responses_key,
 )
 from service.adapters.feast_redis import FeastRedisLayout
 from service.realtime.features import FeastRowWriter
@@ -57,7 +58,7 @@ __all__ = ["ApplyResult", "RealtimeState", "RealtimeStore"]
 # ARGV: 1 type, 2 ts (epoch s), 3 offer, 4 value, 5 quantity, 6 event id, 7 marker ttl,
 #       8 state ttl, 9 merge payload (JSON, type 'merge' only), 10 '1' when the caller has
 #       effects to complete after this script (the marker then holds the status until
-#       RealtimeStore.finish marks it 'done')
+#       RealtimeStore.finish marks it 'done'), 11 the item's category ('' = none given)
 # Returns {status, row_us, <contracts.features.REALTIME names in order>} (strings). status:
 # 'applied' / 'late' (applied now, or before but its effects may not be: the caller
 # completes them), 'duplicate' (applied and completed before). Only a fresh event changes
@@ -101,6 +102,7 @@ else
         redis.call('HINCRBYFLOAT', KEYS[3], f, amount)
       end
     end
+    for i = 1, #m.cats, 2 do redis.call('HSET', KEYS[3], m.cats[i], m.cats[i + 1]) end
     for _, o in ipairs(m.purchased) do redis.call('SADD', KEYS[7], o) end
     if #m.purchased > 0 then redis.call('EXPIRE', KEYS[7], 31536000) end
     local zs = {m.views, m.purchases, m.opens}
@@ -116,12 +118,13 @@ else
     if typ == 'cart_add' then
       redis.call('HINCRBY', KEYS[3], 'q:' .. offer, qty)
       redis.call('HINCRBYFLOAT', KEYS[3], 'v:' .. offer, value)
+      if ARGV[11] ~= '' then redis.call('HSET', KEYS[3], 'c:' .. offer, ARGV[11]) end
       lca = ts
     elseif typ == 'cart_remove' then
       local q = tonumber(redis.call('HGET', KEYS[3], 'q:' .. offer) or '0')
       local v = tonumber(redis.call('HGET', KEYS[3], 'v:' .. offer) or '0')
       if q <= qty then
-        redis.call('HDEL', KEYS[3], 'q:' .. offer, 'v:' .. offer)
+        redis.call('HDEL', KEYS[3], 'q:' .. offer, 'v:' .. offer, 'c:' .. offer)
       else
         redis.call('HSET', KEYS[3], 'q:' .. offer, q - qty,
                    'v:' .. offer, string.format('%.17g', v * (q - qty) / q))
@@ -141,8 +144,9 @@ end
 local items, cart_value = 0, 0.0
 local cart = redis.call('HGETALL', KEYS[3])
 for i = 1, #cart, 2 do
-  if string.sub(cart[i], 1, 2) == 'q:' then items = items + tonumber(cart[i + 1])
-  else cart_value = cart_value + tonumber(cart[i + 1]) end
+  local kind = string.sub(cart[i], 1, 2)
+  if kind == 'q:' then items = items + tonumber(cart[i + 1])
+  elseif kind == 'v:' then cart_value = cart_value + tonumber(cart[i + 1]) end
 end
 local horizon = asof - 86400
 if not mark then
@@ -193,6 +197,10 @@ class RealtimeState:
     features: dict[str, float] | None
     row_ts: float | None
     cart: dict[str, int]
+    #: the category of each cart item whose event named one (item id -> category)
+    cart_categories: dict[str, str] = field(default_factory=dict)
+    #: the unit's responses to messages, (member, time) (service/realtime/responses.py)
+    responses: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _s(x: Any) -> str:
@@ -219,12 +227,21 @@ class RealtimeStore:
         self._apply = client.register_script(APPLY_LUA)
 
     async def _run(
-        self, unit: str, event_id: str, args: list[Any], pending: bool, merge: str = ""
+        self,
+        unit: str,
+        event_id: str,
+        args: list[Any],
+        pending: bool,
+        merge: str = "",
+        category: str = "",
     ) -> ApplyResult:
         out = await self._apply(
             keys=_keys(unit, event_id),
-            args=[*args, event_id, self.marker_ttl_s, self.state_ttl_s, merge, int(pending)],
-        )
+            args=[
+                *args, event_id, self.marker_ttl_s, self.state_ttl_s, merge, int(pending),
+                category,
+            ],
+        )  # fmt: skip
         status = _s(out[0])
         row_us = int(_s(out[1]))
         feats = {n: float(_s(v)) for n, v in zip(REALTIME.names, out[2:], strict=True)}
@@ -243,6 +260,7 @@ class RealtimeStore:
         value: float | None = None,
         quantity: int = 1,
         pending: bool = False,
+        category: str | None = None,
     ) -> ApplyResult:
         """Apply one event (idempotent by event id) and write the unit's feature row.
 
@@ -251,7 +269,11 @@ class RealtimeStore:
         status again (not ``duplicate``) so that it completes them.
         """
         return await self._run(
-            unit, event_id, [type_, repr(ts), offer_id or "", repr(value or 0.0), quantity], pending
+            unit,
+            event_id,
+            [type_, repr(ts), offer_id or "", repr(value or 0.0), quantity],
+            pending,
+            category=category or "",
         )
 
     async def finish(self, unit: str, event_id: str) -> None:
@@ -322,8 +344,10 @@ class RealtimeStore:
         def pairs(z: list[tuple[bytes, float]]) -> list[Any]:
             return [x for m, s in z for x in (_s(m), s)]
 
+        numeric = [(f, v) for f, v in cart.items() if not _s(f).startswith("c:")]
         payload = {
-            "cart": [x for f, v in cart.items() for x in (_s(f), float(_s(v)))],
+            "cart": [_s(f) if i == 0 else float(_s(v)) for f, v in numeric for i in (0, 1)],
+            "cats": [x for f, v in cart.items() if _s(f).startswith("c:") for x in (_s(f), _s(v))],
             "purchased": sorted(_s(p) for p in purchased),
             "views": pairs(views),
             "purchases": pairs(purchases),
@@ -357,15 +381,23 @@ class RealtimeStore:
         """Queue the reads of :meth:`read` on ``pipe`` (the decision's one round trip)."""
         pipe.hmget(self.layout.key(unit), self.layout.all_fields)
         pipe.hgetall(cart_key(unit))
-        return 2
+        pipe.zrange(responses_key(unit), 0, -1, withscores=True)
+        return 3
 
     def parse(self, replies: list[Any]) -> RealtimeState:
-        row, cart = replies
+        row, cart, responses = replies
         values, stamps = self.layout.decode(row)
         ts = max(stamps.values()) if stamps else None
         feats = {k: float(v[0]) for k, v in values.items()} if values is not None else None
         items = {_s(f)[2:]: int(float(_s(v))) for f, v in cart.items() if _s(f).startswith("q:")}
-        return RealtimeState(feats, ts, items)
+        cats = {_s(f)[2:]: _s(v) for f, v in cart.items() if _s(f).startswith("c:")}
+        return RealtimeState(
+            feats,
+            ts,
+            items,
+            {i: c for i, c in cats.items() if i in items},
+            [(_s(m), float(t)) for m, t in responses],
+        )
 
     async def read_resolved(self, anonymous_id: str) -> tuple[str | None, RealtimeState]:
         """(linked customer id or None, state of the id decisions should use)."""

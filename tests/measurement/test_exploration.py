@@ -23,6 +23,7 @@ from service.domain.decision import DecisionInput, Offer, Priors, decide
 
 CHANNELS = DEFAULT_SPEC.channels
 RAW_FEATURES = DEFAULT_SPEC.raw
+PRICE = DEFAULT_SPEC.propensity_features.index("offer_price")
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC).timestamp()
 GRID = (np.arange(8000) + 0.5) / 8000  # U(0, 1) quantiles
@@ -32,7 +33,7 @@ class Scorer:
     """Propensity grows with the price column; channels differ; the hour matters a little."""
 
     def propensity(self, x: np.ndarray) -> np.ndarray:
-        return 0.05 + x[:, -6].astype(np.float64) / 10_000.0
+        return 0.05 + x[:, PRICE].astype(np.float64) / 10_000.0
 
     def send_time(self, x: np.ndarray) -> np.ndarray:
         return 0.1 + 0.2 * np.exp(-((x[:, 10].astype(np.float64) - 7) ** 2) / 4.0)
@@ -60,6 +61,7 @@ def _features() -> dict[str, np.ndarray]:
     raw = {name: 0.0 for names in RAW_FEATURES.values() for name in names}
     raw.update({f"consent_{c}": 1.0 for c in CHANNELS})
     raw.update(consent_sms=0.0, tz_offset=0.0, lifecycle=1.0, signup_day=20000.0)
+    raw.update(views_total=25.0)  # a customer with history (not a cold start)
     return {k: np.array([v]) for k, v in raw.items()}
 
 

@@ -204,3 +204,55 @@ def test_feedback_is_posted_for_every_drawn_outcome(world: World, small_world: P
     assert len(posted) == res.feedback["events posted"] and res.feedback["failed"] == 0
     assert res.table["policy"].iloc[0] == "arm explore: ours"  # the campaign's arm leads
     assert "explore arm minus reference" in res.render()
+
+
+def test_choice_mix_shows_our_offers_and_channels_next_to_the_oracles(world: World) -> None:
+    """Issue 16: one offer winning everywhere shows against the oracle's spread of offers."""
+    cust = simulate.sample_customers(world, 300, seed=5)
+    at = simulate.decision_time(world)
+    offers = simulate.valid_offers(world, at)
+    o, ch, h = simulate.restricted_oracle(world, cust, offers, "margin")
+    as_oracle = simulate.score_responses(
+        world, cust, [_response(world, int(c), int(o[i]), int(ch[i]), int(h[i]), "model")
+                      for i, c in enumerate(cust)],
+    )  # fmt: skip
+    mix = simulate.choice_mix(world, cust, as_oracle, at)
+    has = o >= 0
+    assert mix["match"]["share"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    t = mix["offer"].set_index("offer")
+    assert (t["ours"] - t["oracle"]).abs().max() == pytest.approx(0.0)
+    assert t["oracle"].sum() == pytest.approx(1.0) and len(t) > 3
+    # one offer on one channel for everybody: its share is 100 %, the match is its oracle share
+    one = as_oracle.assign(offer=np.where(has, 0, -1), channel=CHANNELS.index("web"))
+    mix = simulate.choice_mix(world, cust, one, at)
+    t = mix["offer"].set_index("offer")
+    assert t.loc["OFF001", "ours"] == pytest.approx(1.0)
+    assert mix["match"]["share"].iloc[0] == pytest.approx(t.loc["OFF001", "oracle"])
+    c = mix["channel"].set_index("channel")
+    assert c.loc["web", "ours"] == pytest.approx(1.0)
+    assert c["oracle"].sum() == pytest.approx(1.0)
+
+
+def test_loop_merges_round_exports_into_one_training_log(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from training.cli.loop import merge_exports
+    from training.measurement.decision_log import load_log
+
+    rounds = []
+    for r in range(2):
+        d = tmp_path / f"round-{r}"
+        d.mkdir()
+        ts = pd.to_datetime([f"2026-11-1{6 + r}T0{k}:00:00Z" for k in range(3)], utc=True)
+        pd.DataFrame({"decision_id": [f"r{r}d{k}" for k in range(3)], "ts": ts}).to_parquet(
+            d / "decisions.parquet"
+        )
+        pd.DataFrame({"decision_id": [f"r{r}d0"], "event": ["opened"], "ts": ts[:1]}).to_parquet(
+            d / "feedback.parquet"
+        )
+        rounds.append(d)
+    counts = merge_exports(rounds, tmp_path / "all")
+    assert counts == {"decisions": 6, "feedback": 2}
+    decisions, feedback = load_log(tmp_path / "all")
+    assert decisions["ts"].is_monotonic_increasing and decisions["decision_id"].is_unique
+    assert set(feedback["decision_id"]) == {"r0d0", "r1d0"}

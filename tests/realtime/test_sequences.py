@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from contracts.keys import ACTIONS_STREAM as ACTIONS
-from contracts.keys import contacts_key, decision_stream
+from contracts.keys import contacts_key, decision_stream, responses_key
 from contracts.records import ActionRecord, encode
 from service.delivery import DeliveryWorker
 from service.domain.config import load_policy
@@ -312,3 +312,77 @@ async def test_steps_decide_through_the_engine_with_caps_and_quiet_hours(
         await r.zadd(contacts_key(cid), {f"{now + H + i:.3f}|email|fill{i}": now + H + i})
     out2 = mine(await sched.run_due(now + 26 * H), cid)
     assert out2 and all(x.channel not in ("email", "push", "sms") for x in out2)
+
+
+# ------------------------------------------------------------ reminders (issue 16.4)
+def test_the_abandoned_cart_steps_remind_of_the_cart() -> None:
+    seq = load_sequences().sequences["abandoned_cart"]
+    assert all(s.remind == "cart" for s in seq.steps)
+
+
+async def test_a_step_asks_for_a_reminder_of_the_cart(
+    r: aioredis.Redis, uid: str, clean_timers: None
+) -> None:
+    decide = RecordingDecide()
+    store = RealtimeStore(r)
+    cfg = load_sequences()
+    sched = Scheduler(r, cfg, store, decide, load_policy().experiments, clock=lambda: T0)
+    await store.apply(uid, "e1", "cart_add", T0, "SKU-lamp", 30.0, category="home")
+    await sched.on_event(uid, "cart_add", T0)
+    out = mine(await sched.run_due(T0 + H + 1), uid)
+    assert [o.outcome for o in out] == ["fired"]
+    assert decide.calls[-1].context.remind == "cart"
+    state = await store.read(uid)
+    assert state.cart == {"SKU-lamp": 1} and state.cart_categories == {"SKU-lamp": "home"}
+    assert state.features is not None and state.features["cart_value_rt"] == 30.0
+
+
+def _customers(small_world: Path, n: int) -> list[str]:
+    import pandas as pd
+
+    truth = pd.read_parquet(small_world / "truth" / "truth_customers.parquet")
+    ok = truth[~truth["anonymous"] & ~truth["opted_out"] & truth["consent_email"]]
+    return [str(c) for c in ok["customer_id"].iloc[10 : 10 + n]]
+
+
+async def test_a_cart_reminder_offers_the_carted_item_or_its_category(
+    engine: Any, r: aioredis.Redis, small_world: Path
+) -> None:
+    """The reminder is of what was left: the carted offer; for an item outside the catalogue,
+    an offer of its category; for an empty cart, nothing. The response says which."""
+    from service.schemas import Context, ExperimentRef, ReminderOut
+
+    realtime: Realtime = engine.realtime
+    offers = engine.models.offers
+    item_cust, cat_cust, empty_cust = _customers(small_world, 3)
+    now = time.time() - 2 * H
+    for c in (item_cust, cat_cust, empty_cust):
+        # a fresh customer: no contacts, cart, purchases or responses left by other tests
+        await r.delete(
+            contacts_key(c), f"nb:{{{c}}}:cart", f"nb:{{{c}}}:purchased", responses_key(c)
+        )
+
+    def ask(cid: str) -> DecideRequest:
+        return DecideRequest(
+            customer_id=cid,
+            context=Context(placement="campaign", remind="cart"),
+            experiment=ExperimentRef(arm="model"),
+            now=datetime.fromtimestamp(now + H, UTC),
+        )
+
+    await realtime.store.apply(item_cust, f"{item_cust}-r{now}", "cart_add", now, "OFF003", 10.0)
+    resp = await engine.decide(ask(item_cust))
+    assert resp.action is not None and resp.action.offer_id == "OFF003", resp.suppressed
+    assert resp.reminder == ReminderOut(
+        kind="item", item_id="OFF003", category=offers["OFF003"].category
+    )
+    home = offers["OFF004"].category
+    await realtime.store.apply(
+        cat_cust, f"{cat_cust}-r{now}", "cart_add", now, "SKU-lamp", 30.0, category=home
+    )
+    resp = await engine.decide(ask(cat_cust))
+    assert resp.action is not None and offers[resp.action.offer_id].category == home
+    assert resp.reminder == ReminderOut(kind="category", item_id="SKU-lamp", category=home)
+    resp = await engine.decide(ask(empty_cust))
+    assert resp.action is None and resp.reminder is None
+    assert any("nothing in the cart" in s.detail for s in resp.suppressed)

@@ -21,6 +21,7 @@ from service.features.freshness import drop_stale
 
 CHANNELS = DEFAULT_SPEC.channels
 RAW_FEATURES = DEFAULT_SPEC.raw
+PRICE = DEFAULT_SPEC.propensity_features.index("offer_price")
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC).timestamp()  # 12:00 UTC
 
@@ -29,7 +30,7 @@ class FakeScorer:
     """Propensity grows with the offer price column; channel prefers push; hour peaks at 7."""
 
     def propensity(self, x: np.ndarray) -> np.ndarray:
-        price = x[:, -6].astype(np.float64)
+        price = x[:, PRICE].astype(np.float64)
         return 0.05 + price / 10_000.0
 
     def send_time(self, x: np.ndarray) -> np.ndarray:
@@ -70,6 +71,7 @@ def features(**over: float) -> dict[str, np.ndarray]:
     raw = {name: 0.0 for names in RAW_FEATURES.values() for name in names}
     raw.update({f"consent_{c}": 1.0 for c in CHANNELS})
     raw.update(tz_offset=0.0, lifecycle=1.0, signup_day=20000.0, opted_out=0.0)
+    raw.update(views_total=25.0)  # a customer with history (not a cold start)
     raw.update(over)
     return {k: np.array([v]) for k, v in raw.items()}
 
@@ -349,6 +351,94 @@ class TestHoldoutAndArms:
         assert d.cold_start and d.action is not None
         assert d.action.local_hour == PRIORS.best_hour  # batch placement: population best hour
         assert d.action.propensity in PRIORS.offer_conversion_rate.values()
+
+
+def profile_only(**over: float) -> dict[str, np.ndarray]:
+    """A customer who signed up recently: a profile row, no behaviour or engagement row."""
+    profile = set(DEFAULT_SPEC.profile.names)
+    return {k: v if k in profile else np.array([np.nan]) for k, v in features(**over).items()}
+
+
+#: the population opens most at 21:00 local (the prior the model bundle carries)
+EVENING_PRIORS = Priors(
+    hour_open_rate=[0.05] * 7 + [0.1] * 11 + [0.15, 0.2, 0.25, 0.3, 0.1, 0.05],
+    best_hour=21,
+    channel_open_rate={"email": 0.3, "push": 0.1, "sms": 0.15, "in_app": 0.2, "web": 0.05},
+    channel_order=["email", "in_app", "sms", "push", "web"],
+    offer_conversion_rate={"OFF001": 0.01, "OFF002": 0.03, "OFF003": 0.02},
+    offer_order=["OFF002", "OFF003", "OFF001"],
+)
+
+
+class TestColdStart:
+    """Issue 16.4: too little history is a cold start, decided from what is known."""
+
+    def test_profile_without_history_is_flagged(self, policy: PolicyConfig) -> None:
+        d = decide(inp(policy, features=profile_only()), policy, FakeScorer(), EVENING_PRIORS)
+        assert d.cold_start and d.action is not None
+        assert d.action.propensity in EVENING_PRIORS.offer_conversion_rate.values()
+
+    def test_fewer_events_than_the_policy_minimum_is_flagged(self, policy: PolicyConfig) -> None:
+        n = policy.cold_start.min_events
+        few = features(views_total=float(n - 1), sent_email=0.0)
+        enough = features(views_total=float(n - 1), sent_email=1.0)
+        assert decide(inp(policy, features=few), policy, FakeScorer(), EVENING_PRIORS).cold_start
+        d = decide(inp(policy, features=enough), policy, FakeScorer(), EVENING_PRIORS)
+        assert not d.cold_start
+
+    @pytest.mark.parametrize("tz", [-8.0, 0.0, 9.0])
+    def test_send_hour_is_local_daytime_not_the_population_peak(
+        self, policy: PolicyConfig, tz: float
+    ) -> None:
+        cs = policy.cold_start
+        feats = profile_only(tz_offset=tz)
+        d = decide(inp(policy, features=feats), policy, FakeScorer(), EVENING_PRIORS)
+        assert d.cold_start and d.action is not None
+        assert cs.send_hours_start <= d.action.local_hour < cs.send_hours_end
+        # the population's best hour inside the daytime window (18:00 here, not 21:00)
+        assert d.action.local_hour == 18
+        sent_local = datetime.fromtimestamp(d.action.send_at, UTC).hour + tz
+        assert sent_local % 24 == d.action.local_hour
+
+    def test_consents_choose_the_channel_by_population_open_rate(
+        self, policy: PolicyConfig
+    ) -> None:
+        feats = profile_only(consent_email=0.0)
+        d = decide(inp(policy, features=feats), policy, FakeScorer(), EVENING_PRIORS)
+        assert d.action is not None and d.action.channel == "in_app"  # best consented prior
+        d = decide(inp(policy, features=profile_only()), policy, FakeScorer(), EVENING_PRIORS)
+        assert d.action is not None and d.action.channel == "email"
+
+    def test_a_recent_session_sets_the_hour(self, policy: PolicyConfig) -> None:
+        """Seen at 07:30 local (an early riser): the send goes out at 7, not in the evening."""
+        tz = 2.0
+        now = datetime(2026, 11, 16, 6, 0, tzinfo=UTC).timestamp()  # 08:00 local
+        seen = now - 1800  # 07:30 local
+        feats = profile_only(tz_offset=tz)
+        d = decide(
+            inp(policy, features=feats, now=now, session_ts=seen), policy, FakeScorer(),
+            EVENING_PRIORS,
+        )  # fmt: skip
+        assert d.cold_start and d.action is not None
+        assert d.action.local_hour == 7 and d.action.channel == "email"
+        # an old session says nothing: back to daytime
+        d = decide(
+            inp(policy, features=feats, now=now, session_ts=seen - 86400), policy, FakeScorer(),
+            EVENING_PRIORS,
+        )  # fmt: skip
+        assert d.action is not None and d.action.local_hour == 18
+
+    def test_a_session_in_quiet_hours_is_not_used(self, policy: PolicyConfig) -> None:
+        tz = 0.0
+        now = datetime(2026, 11, 16, 3, 30, tzinfo=UTC).timestamp()  # 03:30, e-mail quiet
+        feats = profile_only(tz_offset=tz, consent_email=1.0)
+        d = decide(
+            inp(policy, features=feats, now=now, session_ts=now - 600), policy, FakeScorer(),
+            EVENING_PRIORS,
+        )  # fmt: skip
+        assert d.action is not None
+        quiet = [q for q in policy.contact_policy.quiet_hours if d.action.channel in q.channels]
+        assert not any(q.covers(d.action.local_hour) for q in quiet)
 
 
 class TestAllocation:

@@ -692,6 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
         "$NEXTBEST_POLICY_FILE, else the service's own)",
     )
 
+    from training.cli import loop
+
+    loop.add_parser(sub, command)
+
     ltt = command("log-to-training", "exported log -> extra training rows", m.cmd_log_to_training)
     ltt.add_argument("--log", required=True, help="export-log folder")
     ltt.add_argument("--out", required=True, help="Parquet file (messages.parquet schema + weight)")

@@ -7,7 +7,7 @@ exactly the columns :mod:`contracts.features` declares for the data's vocabulary
 | view | rows | features |
 |---|---|---|
 | ``customer_profile`` | one per customer, at sign-up | time zone offset, opt-out, lifecycle, sign-up day, consent per channel |
-| ``customer_behaviour`` | one per customer and snapshot after sign-up | recency, purchases and revenue (13 weeks), open cart and abandons (7 days), views (total, per category over 4 weeks) |
+| ``customer_behaviour`` | one per customer and snapshot after sign-up | recency, purchases and revenue (13 weeks), open cart and abandons (7 days), views (total, per category over 4 weeks); per-category taste over the whole history: views, cart adds, purchases, days since the last of them, mean price bought and viewed |
 | ``customer_engagement`` | same | sends and open rate per channel, click rate, share of activity per local hour |
 | ``offer_catalogue`` | one per offer | category index, price, margin |
 
@@ -197,6 +197,7 @@ def feature_expressions(
     ev = events.filter(events.customer_id.notnull()).select(
         cid=events.customer_id,
         typ=events.type,
+        oid=events.offer_id,
         category=events.category,
         value=ibis.coalesce(events.value.cast(F64), ZERO),
         s=events.timestamp.epoch_seconds().cast(I64),
@@ -210,6 +211,9 @@ def feature_expressions(
 
     def at_hour(h: int) -> Callable[[ir.Table], ir.Value]:
         return lambda t: _i(((t.s + t.tz_offset_s) // 3600) % HOURS == h)
+
+    def of(typ: str, c: str) -> Callable[[ir.Table], ir.Value]:
+        return lambda t: _i((t.typ == typ) & (t.category == c))
 
     # groups of features: (window in days or None for all history, the events concerned,
     # column -> value per event); each group is aggregated on its own (narrow tables)
@@ -228,7 +232,18 @@ def feature_expressions(
             "frequency_90d": lambda t: ibis.literal(1, I64),
             "monetary_90d": lambda t: t.value,
         }),
+        # per-category taste, whole history (issue 16.5): views, cart adds, purchases and
+        # the purchases' total value (mean price bought)
+        (None, ("view", "cart_add", "purchase"), {
+            **{f"views_{c}": of("view", c) for c in spec.categories},
+            **{f"carts_{c}": of("cart_add", c) for c in spec.categories},
+            **{f"buys_{c}": of("purchase", c) for c in spec.categories},
+            "buys_n": lambda t: _i(t.typ == "purchase"),
+            "buys_value": lambda t: ibis.ifelse(t.typ == "purchase", t.value, ZERO),
+        }),
     ]  # fmt: skip
+    #: sums of money (float); every other sum counts events
+    money = {"monetary_90d", "buys_value", "views_value"}
     columns: list[str] = []
     aggregates: list[ir.Table] = []
     for days, types, cols in groups:
@@ -251,6 +266,28 @@ def feature_expressions(
         )
     buys = ev.filter(ev.typ == "purchase")
     last_buy = buys.group_by(cid=buys.cid, b=bucket(buys.s)).aggregate(last_buy_s=buys.s.max())
+    # the price of every offer viewed (mean price viewed) and the last time of each
+    # category (days since the customer last viewed, carted or bought it)
+    price = offers.select(poid=offers.offer_id, price=offers.price.cast(F64))
+    seen = ev.filter(ev.typ.isin(["view", "cart_add", "purchase"]))
+    viewed = seen.filter(seen.typ == "view")
+    viewed = viewed.left_join(price, viewed.oid == price.poid)
+    v1 = viewed.select(
+        cid=viewed.cid,
+        b=bucket(viewed.s),
+        views_n=_i(viewed.price.notnull()),
+        views_value=ibis.coalesce(viewed.price, ZERO),
+    )
+    aggregates.append(
+        v1.group_by(["cid", "b"]).aggregate(
+            views_n=v1.views_n.sum(), views_value=v1.views_value.sum()
+        )
+    )
+    columns.extend(["views_n", "views_value"])
+    last_cat = seen.group_by(cid=seen.cid, b=bucket(seen.s)).aggregate(
+        **{f"last_{c}_s": ibis.ifelse(seen.category == c, seen.s, None).max()
+           for c in spec.categories}
+    )  # fmt: skip
 
     ms = messages.select(
         cid=messages.customer_id,
@@ -286,15 +323,20 @@ def feature_expressions(
     g = g.left_join(last_buy, [g.cid == last_buy.cid, g.k == last_buy.b]).select(
         g, last_buy.last_buy_s
     )
+    g = g.left_join(last_cat, [g.cid == last_cat.cid, g.k == last_cat.b]).select(
+        g, *(last_cat[f"last_{c}_s"] for c in spec.categories)
+    )
     g = g.left_join(msg_agg, [g.cid == msg_agg.cid, g.k == msg_agg.b]).select(
         g, *(msg_agg[c] for c in msg_cols)
     )
     w = ibis.cumulative_window(group_by=g.cid, order_by=g.k)
     acc: dict[str, ir.Value] = {}
     for c in [*columns, *msg_cols]:
-        fill = ZERO if c == "monetary_90d" else ibis.literal(0, I64)
+        fill = ZERO if c in money else ibis.literal(0, I64)
         acc[c] = ibis.coalesce(g[c], fill).sum().over(w)
     acc["last_buy_s"] = g.last_buy_s.max().over(w)
+    for c in spec.categories:
+        acc[f"last_{c}_s"] = g[f"last_{c}_s"].max().over(w)
     g = g.mutate(**acc)
     g = g.filter(g.ts_s > g.signup_s)
 
@@ -311,6 +353,13 @@ def feature_expressions(
         cart_abandons_7d=g.cart_abandons_7d,
         views_total=g.views_total,
         **{f"views_{c}_30d": g[f"views_{c}_30d"] for c in spec.categories},
+        **{f"views_{c}": g[f"views_{c}"] for c in spec.categories},
+        **{f"carts_{c}": g[f"carts_{c}"] for c in spec.categories},
+        **{f"buys_{c}": g[f"buys_{c}"] for c in spec.categories},
+        **{f"days_{c}": (g.ts_s - g[f"last_{c}_s"]).cast(F64) / ibis.literal(float(DAY), F64)
+           for c in spec.categories},
+        avg_buy_price=g.buys_value / g.buys_n.cast(F64).nullif(0),
+        avg_view_price=g.views_value / g.views_n.cast(F64).nullif(0),
         **{f"sent_{c}": g[f"sent_{c}"] for c in spec.channels},
         **{f"open_rate_{c}": g[f"opened_{c}"].cast(F64) / g[f"delivered_{c}"].nullif(0)
            for c in spec.channels},

@@ -84,12 +84,13 @@ from training.simulation.sampling import (
     valid_offers,
 )
 from training.simulation.scoring import Scores, score_responses
-from training.simulation.summary import SimResult, decompose_gap, summarize
+from training.simulation.summary import SimResult, choice_mix, decompose_gap, summarize
 
 __all__ = [
     "ORGANIC_LOOKBACK_DAYS",
     "Scores",
     "SimResult",
+    "choice_mix",
     "decision_time",
     "decision_times",
     "decompose_gap",

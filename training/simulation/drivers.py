@@ -22,7 +22,7 @@ from training.simulation.outcomes import draw_outcomes, feedback_events, organic
 from training.simulation.policies import reference_policies
 from training.simulation.sampling import decision_time, decision_times
 from training.simulation.scoring import Response, score_responses
-from training.simulation.summary import SimResult, decompose_gap, summarize
+from training.simulation.summary import SimResult, choice_mix, decompose_gap, summarize
 
 __all__ = ["fetch_decisions", "post_feedback", "simulate_http", "simulate_inprocess"]
 
@@ -176,6 +176,7 @@ def simulate_http(
     refs = reference_policies(world, cust, nows[0], seed, data_dir, quiet)
     res = summarize(scored, refs, errors, 0.0, headline_arm=arm or "model")
     res.gap = decompose_gap(world, cust, scored, nows[0], arm or "model", "margin", quiet)
+    res.mix = choice_mix(world, cust, scored, nows[0], arm or "model", "margin", quiet)
     if feedback:
         organic = organic_model(world, data_dir, attribution_days)
         out = draw_outcomes(world, cust, scored, organic, seed)

@@ -17,7 +17,7 @@ from training.simulation.policies import restricted_oracle
 from training.simulation.sampling import valid_offers
 from training.simulation.scoring import Scores, allowed_channels, score_actions
 
-__all__ = ["SimResult", "decompose_gap", "summarize"]
+__all__ = ["SimResult", "choice_mix", "decompose_gap", "summarize"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -33,6 +33,14 @@ class SimResult:
     feedback: dict[str, int] = field(default_factory=dict)
     headline: str = "model"
     gap: dict[str, float] = field(default_factory=dict)  # decompose_gap of the headline arm
+    #: choice_mix of the headline arm: "offer" / "channel" -> shares chosen vs the oracle's,
+    #: and "match" -> how often the arm chose the oracle's offer / channel
+    mix: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def share(self, arm: str | None = None) -> float:
+        """The arm's (default: the headline arm's) margin as a share of the margin oracle."""
+        row = self.table[self.table["policy"] == f"arm {arm or self.headline}: ours"]
+        return float(row["margin vs oracle"].iloc[0]) if len(row) else float("nan")
 
     def render(self) -> str:
         t = self.table.copy()
@@ -65,6 +73,17 @@ class SimResult:
         if self.gap:
             out += ["", f"where the {self.headline} arm loses margin (share of the margin oracle):"]
             out += [f"  {k:<42} {v:.1%}" for k, v in self.gap.items()]
+        for kind in ("offer", "channel"):
+            if kind in self.mix:
+                t = self.mix[kind].copy()
+                for c in ("ours", "oracle"):
+                    t[c] = t[c].map(lambda v: f"{v:.1%}")
+                out += ["", f"chosen {kind} ({self.headline} arm) next to the margin oracle's:"]
+                out += [t.to_string(index=False)]
+        if "match" in self.mix:
+            out += [""] + [
+                f"  {r['what']:<42} {r['share']:.1%}" for _, r in self.mix["match"].iterrows()
+            ]
         if self.feedback:
             out += ["", "feedback: " + ", ".join(f"{k} {v:,}" for k, v in self.feedback.items())]
         return "\n".join(out)
@@ -150,6 +169,59 @@ def decompose_gap(
         "our offer, best channel and hour for it": val(o, best_ch, best_h) / oracle,
         "our offer and channel, best hour": val(o, ch, hour_for_ours) / oracle,
         "oracle without per-offer taste (ceiling)": val(to, np.maximum(tc, 0), th) / oracle,
+    }
+
+
+def choice_mix(
+    world: World,
+    cust: I64,
+    scored: pd.DataFrame,
+    at: datetime,
+    arm: str = "model",
+    value: str = "margin",
+    quiet: npt.NDArray[np.bool_] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Which offers and channels an arm chose, next to the oracle's choices for the same
+    customers (a single offer winning everywhere without reason shows here), and how often
+    the arm's offer / channel was the oracle's. Only the arm's treated customers with an
+    action count (the oracle's shares: of the same customers)."""
+    m = (scored["ok"] & ~scored["holdout"] & (scored["arm"] == arm)).to_numpy()
+    o = scored["offer"].to_numpy(dtype=np.int64)[m]
+    act = o >= 0
+    if not act.any():
+        return {}
+    c = cust[m][act]
+    o = o[act]
+    ch = scored["channel"].to_numpy(dtype=np.int64)[m][act]
+    oo, oc, _ = restricted_oracle(world, c, valid_offers(world, at), value, quiet)
+    ids = world.offers["offer_id"].to_numpy()
+
+    def table(ours: I64, oracle: I64, names: npt.NDArray[Any], label: str) -> pd.DataFrame:
+        k = len(names)
+        a = np.bincount(ours, minlength=k) / len(ours)
+        b = np.bincount(oracle[oracle >= 0], minlength=k) / max(int((oracle >= 0).sum()), 1)
+        t = pd.DataFrame({label: names, "ours": a, "oracle": b})
+        t = t[(t["ours"] > 0) | (t["oracle"] > 0)]
+        return t.sort_values(["ours", "oracle"], ascending=False).reset_index(drop=True)
+
+    match = pd.DataFrame(
+        {
+            "what": [
+                f"offer is the oracle's ({len(c):,} actions)",
+                "channel is the oracle's",
+                "offer and channel are the oracle's",
+            ],
+            "share": [
+                float(np.mean(o == oo)),
+                float(np.mean(ch == oc)),
+                float(np.mean((o == oo) & (ch == oc))),
+            ],
+        }
+    )
+    return {
+        "offer": table(o, oo, ids, "offer"),
+        "channel": table(ch, oc, np.array(CHANNELS), "channel"),
+        "match": match,
     }
 
 
