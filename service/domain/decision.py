@@ -24,6 +24,7 @@ quiet hour.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -408,6 +409,9 @@ def _prior_lift(inp: DecisionInput, cfg: PolicyConfig, priors: Priors) -> F64:
     hour the customer was active in a session (see the module docstring)."""
     cs = cfg.cold_start
     rates = np.asarray(priors.hour_open_rate, dtype=np.float64)
+    finite = np.isfinite(rates)
+    if not finite.all():  # hours the data never showed: the population's mean, no lift
+        rates = np.where(finite, rates, float(rates[finite].mean()) if finite.any() else 1.0)
     lift = rates / max(float(rates.mean()), 1e-12)
     day = np.zeros(24, dtype=bool)
     day[cs.send_hours_start : cs.send_hours_end] = True
@@ -622,7 +626,11 @@ def decide(
     min_p = cfg.eligibility.min_propensity
     kept = []
     for c in choices:
-        if c.probability < min_p:
+        if not math.isfinite(c.probability):  # a broken model or prior: said, never silent
+            out.suppressed.append(
+                Suppression("ineligible", c.offer.offer_id, c.channel, "score is not a number")
+            )
+        elif c.probability < min_p:
             out.suppressed.append(
                 Suppression(
                     "ineligible", c.offer.offer_id, c.channel,

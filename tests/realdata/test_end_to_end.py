@@ -158,6 +158,6 @@ async def test_hillstrom_slice_end_to_end(redis_url: str, tmp_path: Path) -> Non
             assert resp.status_code == 200, resp.text
             actions.append(resp.json().get("action"))
     chosen = [a for a in actions if a]
-    assert chosen, f"no action in {actions}"
+    assert chosen, f"no action in {actions}: {resp.json()}"
     assert {a["offer_id"] for a in chosen} <= {"mens_email", "womens_email"}
     assert {a["channel"] for a in chosen} == {"email"}

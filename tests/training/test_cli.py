@@ -22,6 +22,7 @@ COMMANDS = {
     "train",
     "figures",
     "ope-harness",
+    "loop",
     "promote",
     "rollback",
     "export-bundle",

@@ -326,6 +326,10 @@ def historical(store: Any, service: str, rows: pd.DataFrame) -> pd.DataFrame:
     entity = rows[["message_id", "customer_id", "offer_id", "sent_at"]].rename(
         columns={"sent_at": "event_timestamp"}
     )
+    # Feast's DuckDB store takes microseconds: a log row's nanoseconds would fail its cast.
+    # Flooring can only make a send look earlier (a snapshot in that microsecond is not used).
+    ts = pd.to_datetime(entity["event_timestamp"], utc=True).dt.floor("us")
+    entity["event_timestamp"] = ts.astype("datetime64[us, UTC]")
     fs = store.get_feature_service(service)
     joined = store.get_historical_features(entity_df=entity, features=fs).to_df()
     # rows with no snapshot of some view at their send time carry no information from it:

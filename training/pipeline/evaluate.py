@@ -175,9 +175,20 @@ def _first_per_customer(d: ModelData, mask: npt.NDArray[np.bool_], n: int, seed:
 # ----------------------------------------------------------------------------- priors
 
 
+def _training_messages(ds: Dataset) -> pd.DataFrame:
+    """The sends of the training side: before the cutoff, or (send times tied, a split by
+    customer) the sends of the customers no model holds out."""
+    if "split" not in ds.window:
+        return ds.messages[ds.messages["sent_at"] < ds.cutoff]
+    held: set[str] = set()
+    for d in ds.models.values():
+        held |= set(d.meta.loc[d.test, "customer_id"].astype(str))
+    return ds.messages[~ds.messages["customer_id"].astype(str).isin(held)]
+
+
 def train_priors(ds: Dataset) -> dict[str, Any]:
     """Population rates on the training window (cold start priors for the service)."""
-    m = ds.messages[ds.messages["sent_at"] < ds.cutoff]
+    m = _training_messages(ds)
     deliv = m[m["delivered"]]
     by_hour = deliv.groupby("local_hour")["opened"].mean().reindex(range(24))
     by_hour = by_hour.fillna(float(deliv["opened"].mean()))
