@@ -5,6 +5,8 @@ No server, no Redis: a hand-written fake scorer stands in for the ONNX models.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -377,6 +379,28 @@ class TestColdStart:
         d = decide(inp(policy, features=profile_only()), policy, FakeScorer(), EVENING_PRIORS)
         assert d.cold_start and d.action is not None
         assert d.action.propensity in EVENING_PRIORS.offer_conversion_rate.values()
+
+    def test_hours_the_data_never_showed_do_not_silence_the_decision(
+        self, policy: PolicyConfig
+    ) -> None:
+        """Data without send hours (Hillstrom) leaves hours without a rate: no lift there."""
+        gaps = dataclasses.replace(EVENING_PRIORS, hour_open_rate=[float("nan")] * 12 + [0.2] * 12)
+        d = decide(inp(policy, features=profile_only()), policy, FakeScorer(), gaps)
+        assert d.cold_start and d.action is not None
+        none = dataclasses.replace(EVENING_PRIORS, hour_open_rate=[float("nan")] * 24)
+        d = decide(inp(policy, features=profile_only()), policy, FakeScorer(), none)
+        assert d.action is not None and math.isfinite(d.action.probability)
+
+    def test_a_score_that_is_not_a_number_is_suppressed_with_its_reason(
+        self, policy: PolicyConfig
+    ) -> None:
+        broken = dataclasses.replace(
+            EVENING_PRIORS,
+            offer_conversion_rate=dict.fromkeys(("OFF001", "OFF002", "OFF003"), float("nan")),
+        )
+        d = decide(inp(policy, features=profile_only()), policy, FakeScorer(), broken)
+        assert d.action is None
+        assert any(s.detail == "score is not a number" for s in d.suppressed)
 
     def test_fewer_events_than_the_policy_minimum_is_flagged(self, policy: PolicyConfig) -> None:
         n = policy.cold_start.min_events
