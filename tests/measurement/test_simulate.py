@@ -92,6 +92,17 @@ def test_inprocess_oracle_policy_scores_one(world: World, small_world: Path) -> 
               "our offer and channel, best hour"):  # fmt: skip
         assert gap[k] == pytest.approx(1.0), k
     assert 0.5 < gap["oracle without per-offer taste (ceiling)"] < 1.0
+    assert 0.5 < gap["its offer, our channel and hour"] < 1.0
+    assert "ceiling, channel inferred from the history" not in gap  # no history given
+    history = simulate.load_history(small_world)
+    hist_gap = simulate.decompose_gap(
+        world, cust, res.per_customer, at, "model", "revenue", history=history
+    )
+    assert (
+        0.5
+        < hist_gap["ceiling, channel inferred from the history"]
+        < hist_gap["oracle without per-offer taste (ceiling)"]
+    )
     # a random offer on the oracle's channel and hour: only the offer swap recovers the value
     rng = np.random.default_rng(0)
     worse = res.per_customer.assign(offer=offers[rng.integers(0, len(offers), len(cust))])

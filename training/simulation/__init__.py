@@ -53,11 +53,13 @@ Modules (every public name is importable from ``training.simulation``):
 | ``policies`` | quiet hours, the oracle, the reference policies |
 | ``outcomes`` | organic purchases, drawn outcomes, ``/feedback`` events, true expected reward |
 | ``summary`` | ``SimResult``: per-arm table, paired differences, gap decomposition |
+| ``ceiling`` | what the history can show: the channel inferred from past messages (Bayes, the world's prior) |
 | ``drivers`` | HTTP (``/decide``, ``/feedback``) and in-process drivers |
 """
 
 from __future__ import annotations
 
+from training.simulation.ceiling import channel_posterior, history_ceiling, load_history
 from training.simulation.drivers import (
     fetch_decisions,
     post_feedback,
@@ -90,6 +92,7 @@ __all__ = [
     "ORGANIC_LOOKBACK_DAYS",
     "Scores",
     "SimResult",
+    "channel_posterior",
     "choice_mix",
     "decision_time",
     "decision_times",
@@ -98,6 +101,8 @@ __all__ = [
     "expected_reward",
     "feedback_events",
     "fetch_decisions",
+    "history_ceiling",
+    "load_history",
     "most_popular_offer",
     "organic_model",
     "post_feedback",

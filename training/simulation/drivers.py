@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training.datasets.world import World
+from training.simulation.ceiling import load_history
 from training.simulation.outcomes import draw_outcomes, feedback_events, organic_model
 from training.simulation.policies import reference_policies
 from training.simulation.sampling import decision_time, decision_times
@@ -175,7 +176,8 @@ def simulate_http(
     scored = score_responses(world, cust, responses)
     refs = reference_policies(world, cust, nows[0], seed, data_dir, quiet)
     res = summarize(scored, refs, errors, 0.0, headline_arm=arm or "model")
-    res.gap = decompose_gap(world, cust, scored, nows[0], arm or "model", "margin", quiet)
+    history = load_history(data_dir) if data_dir else None
+    res.gap = decompose_gap(world, cust, scored, nows[0], arm or "model", "margin", quiet, history)
     res.mix = choice_mix(world, cust, scored, nows[0], arm or "model", "margin", quiet)
     if feedback:
         organic = organic_model(world, data_dir, attribution_days)

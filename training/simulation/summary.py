@@ -112,6 +112,7 @@ def decompose_gap(
     arm: str = "model",
     value: str = "margin",
     quiet: npt.NDArray[np.bool_] | None = None,
+    history: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """Where an arm loses value against the oracle, as shares of the oracle's ``value``.
 
@@ -120,7 +121,12 @@ def decompose_gap(
     would add), our offer on the best channel and hour for it, our offer and channel at
     the best allowed hour; and the oracle that knows every trait except the customer's
     idiosyncratic taste for single offers (``offer_noise``, not observable from any data),
-    a realistic ceiling. Only the arm's treated customers count.
+    a realistic ceiling, and its offer on our channel and hour (the offer gap that data could
+    close). With the world's past messages (``history``, see
+    :func:`training.simulation.ceiling.load_history`), also that ceiling when the channel
+    responses are not known but inferred from the history (Bayes, under the world's own prior:
+    :func:`training.simulation.ceiling.history_ceiling`), the most any policy that learns
+    from this history could reach. Only the arm's treated customers count.
     """
     import copy
 
@@ -163,13 +169,21 @@ def decompose_gap(
     traits = copy.copy(world)
     traits.offer_noise = np.zeros_like(world.offer_noise)
     to, tc, th = restricted_oracle(traits, c, offers, value, quiet)
-    return {
+    out = {
         "ours": val(o, ch, h) / oracle,
         "oracle's offer, our channel and hour": val(np.where(o >= 0, oo, -1), ch, h) / oracle,
         "our offer, best channel and hour for it": val(o, best_ch, best_h) / oracle,
         "our offer and channel, best hour": val(o, ch, hour_for_ours) / oracle,
         "oracle without per-offer taste (ceiling)": val(to, np.maximum(tc, 0), th) / oracle,
+        # the best offer any data could show (traits known, the per-offer noise not)
+        "its offer, our channel and hour": val(np.where(o >= 0, to, -1), ch, h) / oracle,
     }
+    if history is not None:
+        from training.simulation.ceiling import history_ceiling
+
+        ho, hc, hh = history_ceiling(world, c, offers, history, value, quiet)
+        out["ceiling, channel inferred from the history"] = val(ho, hc, hh) / oracle
+    return out
 
 
 def choice_mix(
