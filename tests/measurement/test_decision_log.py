@@ -133,13 +133,17 @@ def test_report_ope_and_training_rows(
     assert set(rows["weight"]) == {1.0, 4.0}  # 1 / choice_probability
     assert rows["sent_at"].max() <= d["ts"].max()
     assert rows["local_hour"].eq(10).all()
-    hist = pd.DataFrame({c: rows[c].head(2) for c in MESSAGE_COLUMNS if c != "weight"})
+    assert (rows["source"] == "log").all() and rows["message_id"].str.startswith("L").all()
+    keep = [c for c in MESSAGE_COLUMNS if c not in ("source", "weight")]
+    hist = pd.DataFrame({c: rows[c].head(2) for c in keep})
     both = append_log_rows(hist, rows)
     assert len(both) == len(rows) + 2
     assert both["sent_at"].is_monotonic_increasing
     assert (
         np.isclose(both.loc[both["message_id"].isin(hist["message_id"]), "weight"], 1.0).sum() >= 2
     )
+    # the history's rows are marked by their source, not their ids (these begin with "L" too)
+    assert (both["source"] == "history").sum() == 2 and (both["source"] == "log").sum() == len(rows)
     out_path = tmp_path / "extra.parquet"
     assert main(["log-to-training", "--log", str(export), "--out", str(out_path)]) == 0
     assert len(pd.read_parquet(out_path)) <= len(rows)

@@ -11,7 +11,7 @@ import pytest
 
 from training.datasets.world import World
 from training.measurement.log_training import MESSAGE_COLUMNS
-from training.pipeline.dataset import build_datasets
+from training.pipeline.dataset import KINDS, build_datasets
 from training.pipeline.models import fit
 from training.pipeline.train import FEATURES
 
@@ -37,6 +37,7 @@ def _log_rows(world: World, n: int = 400) -> pd.DataFrame:
             "clicked": converted,
             "converted": converted,
             "revenue": np.where(converted, 50.0, 0.0),
+            "source": "log",
             "weight": np.where(np.arange(n) % 2 == 0, 40.0, 1.0),
         }
     )[list(MESSAGE_COLUMNS)]
@@ -53,7 +54,7 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
     assert ds.params["log_rows"] == len(rows)
 
     prop = ds.models["propensity"]
-    is_log = prop.meta["message_id"].astype(str).str.startswith("L").to_numpy()
+    is_log = prop.from_log
     # every opened log row made it through the point-in-time join
     assert is_log.sum() == int(rows["opened"].sum())
     weights = dict(zip(prop.meta["message_id"], prop.weight, strict=True))
@@ -77,7 +78,7 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
     # and their split is unchanged
     for kind in ("channel", "send_time"):
         d, b = ds.models[kind], base.models[kind]
-        assert not d.meta["message_id"].astype(str).str.startswith("L").any()
+        assert not d.from_log.any()
         assert (d.test == b.test).all()
 
     # weights reach LightGBM: heavy log rows move the fitted model
@@ -90,6 +91,53 @@ def test_log_rows_feed_the_propensity_model_with_their_weights(
         prop.x[:50]
     )
     assert not np.allclose(p_w, p_1)
+
+
+def test_history_ids_that_begin_with_L_are_not_log_rows(
+    sqlite_store: Any, small_world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A company's own send ids may begin with "L", like the log rows' ("L" + decision_id):
+    only the ``source`` column makes a row a log row (its split, counts and validation group)."""
+    from training.pipeline import dataset
+    from training.pipeline.models import validation_rows
+
+    load = dataset.load_messages
+    monkeypatch.setattr(
+        dataset, "load_messages", lambda: load().assign(message_id=lambda m: "L" + m["message_id"])
+    )
+    rows = _log_rows(World.load(small_world))
+    base = build_datasets(sqlite_store, progress=False)
+    ds = build_datasets(sqlite_store, progress=False, extra=rows)
+    for kind in KINDS:
+        b, d = base.models[kind], ds.models[kind]
+        # every history id looks like a log row's, and none is one
+        assert b.meta["message_id"].str.startswith("L").all()
+        assert not b.from_log.any() and (b.meta["source"] == "history").all()
+        hist = ~d.from_log
+        assert hist.sum() == len(b.meta)
+        # the history rows keep their split: the history's, or (propensity) all train, as
+        # without "L" ids (before: every model took the log's split, all its rows training)
+        expected = np.zeros(len(b.meta), dtype=bool) if kind == "propensity" else b.test
+        assert (d.test[hist] == expected).all()
+        # the log-row counts that train logs to MLflow and prints
+        n_log = int(rows["opened"].sum()) if kind == "propensity" else 0
+        assert int((d.from_log & d.train).sum()) + int((d.from_log & d.test).sum()) == n_log
+        # validation groups: the history gives its own newest rows to early stopping
+        g = d.from_log[d.train]
+        valid = validation_rows(len(g), g)
+        assert (valid[~g] == validation_rows(int((~g).sum()))).all()
+    # real log rows are still log rows, and their ids are still "L" + decision id
+    prop = ds.models["propensity"]
+    assert set(prop.meta.loc[prop.from_log, "message_id"]) <= set(rows["message_id"])
+    assert prop.test[prop.from_log].mean() == pytest.approx(0.2, abs=0.08)
+
+
+def test_build_datasets_takes_only_log_rows_as_extra(sqlite_store: Any, small_world: Path) -> None:
+    rows = _log_rows(World.load(small_world), n=20)
+    with pytest.raises(ValueError, match="source"):
+        build_datasets(sqlite_store, progress=False, extra=rows.drop(columns=["source"]))
+    with pytest.raises(ValueError, match="source"):
+        build_datasets(sqlite_store, progress=False, extra=rows.assign(source="history"))
 
 
 def test_early_stopping_takes_the_newest_rows_of_each_source() -> None:

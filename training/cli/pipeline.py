@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if log_rows is not None:
         parts = []
         for kind, d in r.dataset.models.items():
-            is_log = d.meta["message_id"].astype(str).str.startswith("L").to_numpy()
+            is_log = d.from_log
             parts.append(f"{kind} {int((is_log & d.train).sum()):,} train / "
                          f"{int((is_log & d.test).sum()):,} test")  # fmt: skip
         print(

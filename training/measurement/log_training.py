@@ -9,7 +9,7 @@ appends them to the historical messages):
 
 | column | from the log |
 |---|---|
-| message_id | ``"L" + decision_id`` |
+| message_id | ``"L" + decision_id`` (unique next to the history's ids; not a marker: see ``source``) |
 | customer_id | ``unit`` (identified customers only; anonymous visitors have no features) |
 | offer_id, channel | the action taken |
 | sent_at | ``action.send_at`` (UTC) |
@@ -17,15 +17,21 @@ appends them to the historical messages):
 | policy | ``"log:<policy>"`` (e.g. ``log:model``, ``log:explore``) |
 | delivered, opened, clicked, converted | feedback events, closed downwards: converted implies clicked implies opened implies delivered (feedback often skips steps) |
 | revenue | ``value`` of the ``converted`` feedback (0 if none) |
+| source | ``"log"`` (``SOURCE_LOG``; the history's rows: ``"history"``, ``SOURCE_HISTORY``) |
 | weight | ``1 / choice_probability`` (inverse propensity of the logged action; 1 when absent) |
+
+``source`` is what marks a row as the log's everywhere in training (validation groups, the
+log-row counts, the propensity model's split), never the ``message_id``: a company's own send
+ids may begin with "L" too.
 
 Only decisions with an action (not holdout, not suppressed) become rows, and only those at
 least ``min_age_hours`` older than the newest decision in the export, so their outcomes had
 time to arrive. Decisions with ``degraded`` flags are kept (their action was really sent);
 pass ``drop_cold_start=True`` to keep only model-scored ones.
 
-The historical rows get ``weight = 1.0`` in :func:`append_log_rows`. Weights are capped at
-``max_weight`` to bound the variance a handful of rare explored actions can add.
+The historical rows get ``weight = 1.0`` and ``source = "history"`` in :func:`append_log_rows`.
+Weights are capped at ``max_weight`` to bound the variance a handful of rare explored actions
+can add.
 """
 
 from __future__ import annotations
@@ -36,13 +42,22 @@ import numpy as np
 import pandas as pd
 
 from training.measurement.decision_log import load_log, outcomes
-from training.pipeline.dataset import MESSAGE_COLS
+from training.pipeline.dataset import MESSAGE_COLS, SOURCE, SOURCE_HISTORY, SOURCE_LOG
 
-__all__ = ["MESSAGE_COLUMNS", "append_log_rows", "messages_from_log", "rows_from_log"]
+__all__ = [
+    "MESSAGE_COLUMNS",
+    "SOURCE",
+    "SOURCE_HISTORY",
+    "SOURCE_LOG",
+    "append_log_rows",
+    "messages_from_log",
+    "rows_from_log",
+]
 
 #: the rows' columns: those of ``messages.parquet`` (one definition, in the dataset stage)
-#: plus the sample ``weight``
-MESSAGE_COLUMNS = (*MESSAGE_COLS, "weight")
+#: plus where the row came from (``source``: its name and values are defined in the dataset
+#: stage too, which reads them and which this module imports) and the sample ``weight``
+MESSAGE_COLUMNS = (*MESSAGE_COLS, SOURCE, "weight")
 
 
 def rows_from_log(
@@ -81,6 +96,7 @@ def rows_from_log(
             "clicked": clicked,
             "converted": converted,
             "revenue": np.where(converted, d["revenue"].to_numpy(np.float64), 0.0),
+            SOURCE: SOURCE_LOG,
             "weight": np.minimum(1.0 / cp, max_weight),
         }
     )
@@ -95,10 +111,12 @@ def messages_from_log(log_dir: Path, **kwargs: float | bool) -> pd.DataFrame:
 
 
 def append_log_rows(messages: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """Historical messages (weight 1) + log rows, same columns, time-ordered."""
+    """Historical messages (weight 1, source history) + log rows, same columns, time-ordered."""
     base = messages.copy()
     if "weight" not in base:
         base["weight"] = 1.0
+    if SOURCE not in base:
+        base[SOURCE] = SOURCE_HISTORY
     extra = rows[[c for c in base.columns if c in rows.columns]]
     out = pd.concat([base, extra], ignore_index=True)
     return out.sort_values("sent_at", kind="stable").reset_index(drop=True)

@@ -34,7 +34,10 @@ send-time and channel models learn from random-policy sends only, and the servic
 the hour it judged best, so its log is not used for them. The log rows are the newest rows,
 so the propensity model then splits at the 80% quantile of the *log rows'* send times: it
 learns from the whole history and the older 80% of the service's decisions and is tested on
-its newest 20%. The other two models keep the history split.
+its newest 20%. The other two models keep the history split. Every row carries its
+``source`` (:data:`SOURCE`: ``history`` or ``log``) into its model's ``meta``, and only that
+column tells the log rows apart (``ModelData.from_log``): a log row's ``message_id`` is
+``"L" + decision_id``, but a company's own send ids may begin with "L" too.
 
 Entity rows with no feature snapshot of one of the service's views at their send time (the
 first week of history, before the first weekly snapshot, and customers before their first
@@ -65,6 +68,9 @@ from training.settings import paths
 __all__ = [
     "KINDS",
     "SERVICES",
+    "SOURCE",
+    "SOURCE_HISTORY",
+    "SOURCE_LOG",
     "Dataset",
     "ModelData",
     "build_datasets",
@@ -87,7 +93,7 @@ OPE_MAX_ROWS = 50_000
 MIN_SIDE_SHARE = 0.05
 #: columns of the world's ``messages.parquet``: the entity rows of every training set. Rows
 #: made from the decision log (:mod:`training.measurement.log_training`) have the same
-#: columns plus ``weight``.
+#: columns plus ``source`` and ``weight``.
 MESSAGE_COLS = (
     "message_id",
     "customer_id",
@@ -102,6 +108,14 @@ MESSAGE_COLS = (
     "converted",
     "revenue",
 )
+#: the column that says where a training row came from, and its two values: ``history``, the
+#: messages table (:func:`load_messages`), and ``log``, the service's decision log
+#: (:func:`training.measurement.log_training.rows_from_log`). It is the only mark of a log
+#: row: a log row's ``message_id`` is ``"L" + decision_id`` to keep the ids unique, but a
+#: company's own send ids may begin with "L" too, so nothing is inferred from the id.
+SOURCE = "source"
+SOURCE_HISTORY = "history"
+SOURCE_LOG = "log"
 _KEYS = ("message_id", "customer_id", "offer_id", "event_timestamp")
 #: optional columns kept when present: ``propensity``, the logging policy's probability of the
 #: send; ``offer_propensity``, its probability of the offer given the send's channel and time
@@ -114,7 +128,7 @@ class ModelData:
     """Rows of one model: message columns (``meta``) and the point-in-time raw features."""
 
     kind: str
-    meta: pd.DataFrame  # MESSAGE_COLS + now_day + is_test, aligned with ``raw``
+    meta: pd.DataFrame  # MESSAGE_COLS + source + now_day + is_test, aligned with ``raw``
     raw: dict[str, F64]
     y: npt.NDArray[np.int64]
     spec: FeatureSpec = DEFAULT_SPEC
@@ -131,6 +145,14 @@ class ModelData:
     @property
     def test(self) -> npt.NDArray[np.bool_]:
         out: npt.NDArray[np.bool_] = self.meta["is_test"].to_numpy(dtype=bool)
+        return out
+
+    @property
+    def from_log(self) -> npt.NDArray[np.bool_]:
+        """Rows made from the decision log (``source == "log"``); history rows are False."""
+        if SOURCE not in self.meta:
+            return np.zeros(len(self.meta), dtype=bool)
+        out: npt.NDArray[np.bool_] = (self.meta[SOURCE] == SOURCE_LOG).to_numpy(dtype=bool)
         return out
 
     @property
@@ -187,7 +209,15 @@ def channel_index(names: pd.Series | npt.NDArray[Any], spec: FeatureSpec = DEFAU
 
 def raw_columns(df: pd.DataFrame) -> dict[str, F64]:
     """Feature columns of a joined frame as float64 arrays (NaN where missing)."""
-    skip = {*MESSAGE_COLS, *OPTIONAL_COLS, "event_timestamp", "now_day", "is_test", "weight"}
+    skip = {
+        *MESSAGE_COLS,
+        *OPTIONAL_COLS,
+        SOURCE,
+        "event_timestamp",
+        "now_day",
+        "is_test",
+        "weight",
+    }
     out: dict[str, F64] = {}
     for c in df.columns:
         if c in skip:
@@ -292,6 +322,7 @@ def load_messages() -> pd.DataFrame:
         if c not in m:
             m[c] = np.nan
     m["offer_propensity"] = m["offer_propensity"].fillna(m["propensity"])
+    m[SOURCE] = SOURCE_HISTORY
     return m.sort_values(["sent_at", "message_id"], kind="stable").reset_index(drop=True)
 
 
@@ -361,7 +392,9 @@ def build_datasets(
     history = messages
     log_cutoff: pd.Timestamp | None = None
     if extra is not None and len(extra):
-        log_rows = extra[[*MESSAGE_COLS, "weight"]].copy()
+        if SOURCE not in extra or not (extra[SOURCE] == SOURCE_LOG).all():
+            raise ValueError(f"extra: rows from the decision log ({SOURCE} == {SOURCE_LOG!r}) only")
+        log_rows = extra[[*MESSAGE_COLS, SOURCE, "weight"]].copy()
         log_rows["sent_at"] = pd.to_datetime(log_rows["sent_at"], utc=True)
         log_rows["propensity"] = np.nan
         log_rows["offer_propensity"] = np.nan
@@ -404,7 +437,7 @@ def build_datasets(
             rows = rows.sample(n=max_rows, random_state=seed).sort_values("sent_at")
         joined = historical(store, SERVICES[kind], rows)
         joined["now_day"] = now_days(joined["sent_at"])
-        has_log = bool(rows["message_id"].astype(str).str.startswith("L").any())  # log rows
+        has_log = bool((rows[SOURCE] == SOURCE_LOG).any())
         cut = log_cutoff if log_cutoff is not None and has_log else cutoff
         if split == "customer":
             joined["is_test"] = joined["customer_id"].astype(str).isin(held_customers)
@@ -413,6 +446,7 @@ def build_datasets(
         cols = [
             *MESSAGE_COLS,
             *OPTIONAL_COLS,
+            SOURCE,
             "now_day",
             "is_test",
             *(["weight"] if "weight" in joined else []),
@@ -437,7 +471,7 @@ def build_datasets(
         joined["is_test"] = True
         ope = ModelData(
             kind="propensity",
-            meta=joined[[*MESSAGE_COLS, *OPTIONAL_COLS, "now_day", "is_test"]].copy(),
+            meta=joined[[*MESSAGE_COLS, *OPTIONAL_COLS, SOURCE, "now_day", "is_test"]].copy(),
             raw=raw_columns(joined),
             y=joined["converted"].to_numpy(dtype=np.int64),
             spec=spec,

@@ -198,14 +198,13 @@ def train(
     for kind in tqdm(KINDS, desc="fit LightGBM", disable=not progress):
         d = ds.models[kind]
         check_rows(kind, d)
-        from_log = d.meta["message_id"].astype(str).str.startswith("L").to_numpy()
         models[kind] = fit(
             d.x[d.train],
             d.y[d.train],
             features[kind],
             {"random_state": seed},
             d.weight[d.train],
-            groups=from_log[d.train],  # history and log rows each give their newest to validation
+            groups=d.from_log[d.train],  # history and log rows each give their newest to validation
         )
     timings["fit_s"] = time.perf_counter() - t0
 
@@ -264,12 +263,8 @@ def train(
                         f"{kind}.test_rows": int(d.test.sum()),
                         f"{kind}.best_iteration": int(models[kind].best_iteration_ or 0),
                         f"{kind}.dataset_fingerprint": fingerprint(d.x[d.train], d.y[d.train]),
-                        f"{kind}.log_rows_train": int(
-                            (d.meta["message_id"].astype(str).str.startswith("L") & d.train).sum()
-                        ),
-                        f"{kind}.log_rows_test": int(
-                            (d.meta["message_id"].astype(str).str.startswith("L") & d.test).sum()
-                        ),
+                        f"{kind}.log_rows_train": int((d.from_log & d.train).sum()),
+                        f"{kind}.log_rows_test": int((d.from_log & d.test).sum()),
                     }
                 )
                 mlflow.log_metrics(_finite(r.flat()))
