@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,24 @@ class RedisProcess:
 
     ``debug``: allow ``DEBUG`` from local clients (``DEBUG SLEEP`` stalls the server, as a
     long fork or a slow disk does) when the binary supports it; ``self.debug`` says if it does.
+    ``aof=False``: no persistence at all (nothing survives a restart). ``extra``: more
+    ``redis-server`` arguments, appended last.
     """
 
-    def __init__(self, directory: Path, port: int | None = None, debug: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        debug: bool = False,
+        aof: bool = True,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.dir = directory
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.debug = debug and debug_command_supported()
+        self.aof = aof
+        self.extra = tuple(extra)
 
     @property
     def url(self) -> str:
@@ -83,8 +95,10 @@ class RedisProcess:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir),
-             *(["--enable-debug-command", "local"] if self.debug else [])],
+             *(["--appendonly", "yes", "--appendfsync", "always"] if self.aof
+               else ["--appendonly", "no"]),
+             "--dir", str(self.dir),
+             *(["--enable-debug-command", "local"] if self.debug else []), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url, socket_timeout=0.5)

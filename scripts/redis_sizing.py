@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from ensure_redis import free_port, redis_binary  # noqa: E402
+from ensure_redis import redis_binary  # noqa: E402
+
+from loadtests.faults import RedisProcess  # noqa: E402
 
 
 def used(client: Any) -> int:
@@ -122,30 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--decisions", type=int, default=10_000)
     a = ap.parse_args(argv)
-    binary = redis_binary()
-    if not binary:
+    if not redis_binary():
         print("no redis-server binary", file=sys.stderr)
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="nextbest-sizing-"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    rp = RedisProcess(tmp, aof=False)
     try:
+        rp.start()
         import pandas as pd
         import redis
 
-        url = f"redis://127.0.0.1:{port}/0"
+        url = rp.url
         r = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         # the world from --var-dir; the Feast registry in the scratch folder (var/ untouched)
         os.environ["NEXTBEST_DATA_DIR"] = str((a.var_dir / "world").resolve())
         os.environ["NEXTBEST_VAR_DIR"] = str(tmp)
@@ -267,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         r.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        rp.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

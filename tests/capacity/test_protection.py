@@ -3,7 +3,6 @@ and a full Redis (``noeviction``, tiny ``maxmemory``) loses no accepted decision
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import redis
 from litestar.testing import AsyncTestClient
 
 from contracts.settings import Settings
-from loadtests.faults import RedisProcess, free_port, redis_binary
+from loadtests.faults import RedisProcess
 from service.adapters.redis_store import EvictingPolicy, read_decisions, read_feedback
 from service.app import create_app
 from tests.support import make_settings
@@ -71,22 +70,11 @@ def leaves(exc: BaseException) -> list[BaseException]:
 
 
 async def test_a_disabled_config_command_is_tolerated(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--rename-command", "CONFIG", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = RedisProcess(tmp_path / "redis", aof=False, extra=("--rename-command", "CONFIG", ""))
+    proc.dir.mkdir()
     try:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        async with AsyncTestClient(app=create_app(settings(url, tmp_path))) as c:
+        proc.start()
+        async with AsyncTestClient(app=create_app(settings(proc.url, tmp_path))) as c:
             r = await c.post(
                 "/decide",
                 json={"anonymous_id": "a1", "context": {"placement": "home_banner"}},
@@ -95,7 +83,6 @@ async def test_a_disabled_config_command_is_tolerated(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
     finally:
         proc.kill()
-        proc.wait()
 
 
 async def test_a_log_backlog_is_a_ready_reason(rp: RedisProcess, tmp_path: Path) -> None:

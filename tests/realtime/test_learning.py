@@ -13,17 +13,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from litestar.testing import AsyncTestClient
 
-from service.domain.allocation import allocate
 from service.domain.config import PolicyConfig, load_policy
 from service.domain.decision import DecisionInput, decide
 from service.realtime.responses import member, summarize
 from tests.realtime.conftest import AUTH
-from tests.service.test_domain import PRIORS, FakeScorer, features, offer
+from tests.service.test_domain import PRIORS, FakeScorer, offer, replaced
+from tests.service.test_domain import inp as domain_inp
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC).timestamp()
 H = 3600.0
@@ -65,19 +64,9 @@ def policy() -> PolicyConfig:
 
 
 def inp(policy: PolicyConfig, **kw: object) -> DecisionInput:
-    base: dict[str, object] = {
-        "unit_id": "C1",
-        "known": True,
-        "features": features(),
-        "now": NOW,
-        "placement": "campaign",
-        "channels": None,
-        "candidates": [offer(1, 20.0), offer(2, 200.0), offer(3, 100.0, category="home")],
-        "allocation": allocate(policy.experiments, "C1", arm="model"),
-        "contact_history": [],
-    }
-    base.update(kw)
-    return DecisionInput(**base)  # type: ignore[arg-type]
+    """test_domain's input (same NOW), its third offer in the category the tests respond to."""
+    kw.setdefault("candidates", [offer(1, 20.0), offer(2, 200.0), offer(3, 100.0, category="home")])
+    return domain_inp(policy, **kw)
 
 
 class TestDecisionLearns:
@@ -94,8 +83,7 @@ class TestDecisionLearns:
         )
 
     def test_a_responded_category_is_boosted(self, policy: PolicyConfig) -> None:
-        lr = msgspec.structs.replace(policy.learning, category_boost=3.0)
-        p2 = msgspec.structs.replace(policy, learning=lr)
+        p2 = replaced(policy, "learning", category_boost=3.0)
         base = decide(inp(p2), p2, FakeScorer(), PRIORS)
         assert base.action is not None and base.action.offer.offer_id == "OFF002"
         d = decide(inp(p2, responded_categories=frozenset({"home"})), p2, FakeScorer(), PRIORS)
@@ -144,6 +132,16 @@ async def _decide(c: AsyncTestClient[Any], body: dict[str, Any]) -> dict[str, An
     return out
 
 
+def _body(small_world: Path, k: int) -> dict[str, Any]:
+    """A /decide body for the k-th known customer, model arm, with the explanation."""
+    return {
+        "customer_id": _customer(small_world, k),
+        "context": {"placement": "home_banner"},
+        "experiment": {"arm": "model"},
+        "explain": True,
+    }
+
+
 async def _feedback(c: AsyncTestClient[Any], decision_id: str, event: str) -> None:
     resp = await c.post(
         "/feedback", json={"decision_id": decision_id, "event": event}, headers=AUTH
@@ -156,13 +154,7 @@ async def _feedback(c: AsyncTestClient[Any], decision_id: str, event: str) -> No
 async def test_a_dismissal_reaches_the_next_decision_within_the_second(
     client_models: AsyncTestClient[Any], small_world: Path
 ) -> None:
-    cid = _customer(small_world, 0)
-    body = {
-        "customer_id": cid,
-        "context": {"placement": "home_banner"},
-        "experiment": {"arm": "model"},
-        "explain": True,
-    }
+    body = _body(small_world, 0)
     first = await _decide(client_models, body)
     assert first["action"] is not None and not first["cold_start"]
     shown = first["action"]["offer_id"]
@@ -184,13 +176,7 @@ async def test_a_dismissal_reaches_the_next_decision_within_the_second(
 async def test_deliveries_without_opens_lower_the_channel_in_the_next_decision(
     client_models: AsyncTestClient[Any], small_world: Path
 ) -> None:
-    cid = _customer(small_world, 1)
-    body = {
-        "customer_id": cid,
-        "context": {"placement": "home_banner"},
-        "experiment": {"arm": "model"},
-        "explain": True,
-    }
+    body = _body(small_world, 1)
     first = await _decide(client_models, body)
     assert first["action"] is not None and first["action"]["channel"] == "web"
     before = first["explain"]["channel_scores"]["web"]

@@ -99,6 +99,12 @@ def inp(policy: PolicyConfig, **kw: object) -> DecisionInput:
     return DecisionInput(**base)  # type: ignore[arg-type]
 
 
+def replaced(policy: PolicyConfig, section: str, **changes: object) -> PolicyConfig:
+    """``policy`` with ``changes`` to one of its sections (``arbitration``, ``learning``, ...)."""
+    part = msgspec.structs.replace(getattr(policy, section), **changes)
+    return msgspec.structs.replace(policy, **{section: part})
+
+
 class TestArbitration:
     def test_highest_expected_value_wins_on_best_channel(self, policy: PolicyConfig) -> None:
         d = decide(inp(policy), policy, FakeScorer(), PRIORS)
@@ -116,14 +122,12 @@ class TestArbitration:
         assert NOW < d.action.send_at < NOW + 24 * 3600
 
     def test_levers_change_the_winner(self, policy: PolicyConfig) -> None:
-        arb = msgspec.structs.replace(policy.arbitration, levers={"OFF003": 5.0})
-        p2 = msgspec.structs.replace(policy, arbitration=arb)
+        p2 = replaced(policy, "arbitration", levers={"OFF003": 5.0})
         d = decide(inp(p2), p2, FakeScorer(), PRIORS)
         assert d.action is not None and d.action.offer.offer_id == "OFF003"
 
     def test_nothing_clears_the_threshold(self, policy: PolicyConfig) -> None:
-        arb = msgspec.structs.replace(policy.arbitration, min_expected_value=1e6)
-        p2 = msgspec.structs.replace(policy, arbitration=arb)
+        p2 = replaced(policy, "arbitration", min_expected_value=1e6)
         d = decide(inp(p2), p2, FakeScorer(), PRIORS)
         assert d.action is None
         assert {s.reason for s in d.suppressed} == {"below_threshold"}
@@ -237,10 +241,7 @@ class TestContactPolicy:
         assert "contact_history_unavailable" in d.degraded
 
     def test_unknown_history_may_be_allowed_by_config(self, policy: PolicyConfig) -> None:
-        allow = msgspec.structs.replace(
-            policy,
-            contact_policy=msgspec.structs.replace(policy.contact_policy, caps_unavailable="allow"),
-        )
+        allow = replaced(policy, "contact_policy", caps_unavailable="allow")
         d = decide(inp(allow, contact_history=None), allow, FakeScorer(), PRIORS)
         assert d.action is not None and d.action.channel == "push"  # the model's favourite
         assert "contact_history_unavailable" in d.degraded
@@ -321,10 +322,7 @@ class TestHoldoutAndArms:
         assert d.policy == "control" and d.choice_probability == 1.0
 
     def test_holdout_sees_the_configured_control_offer_on_site(self, policy: PolicyConfig) -> None:
-        cfg = msgspec.structs.replace(
-            policy,
-            experiments=msgspec.structs.replace(policy.experiments, control_action="OFF001"),
-        )
+        cfg = replaced(policy, "experiments", control_action="OFF001")
         alloc = allocate(cfg.experiments, "C1", arm="holdout")
         site = decide(
             inp(cfg, allocation=alloc, placement="home_banner"), cfg, FakeScorer(), PRIORS

@@ -76,15 +76,19 @@ def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
 
-def seed_option(default: int, what: str = "random seed") -> argparse.ArgumentParser:
+def _option(*flags: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A new parent parser holding the one option ``add_argument(*flags, **kwargs)``."""
     parent = _parent()
-    parent.add_argument("--seed", type=int, default=default, metavar="N", help=what)
+    parent.add_argument(*flags, **kwargs)
     return parent
 
 
+def seed_option(default: int, what: str = "random seed") -> argparse.ArgumentParser:
+    return _option("--seed", type=int, default=default, metavar="N", help=what)
+
+
 def data_option() -> argparse.ArgumentParser:
-    parent = _parent()
-    parent.add_argument(
+    return _option(
         "--data",
         type=Path,
         default=None,
@@ -93,19 +97,16 @@ def data_option() -> argparse.ArgumentParser:
         "NEXTBEST_DATA_DIR for this command (default: $NEXTBEST_DATA_DIR, else "
         "$NEXTBEST_VAR_DIR/world)",
     )
-    return parent
 
 
 def world_options() -> argparse.ArgumentParser:
-    parent = _parent()
-    parent.add_argument(
+    return _option(
         "--customers",
         type=int,
         default=100_000,
         metavar="N",
         help="customers in the synthetic world",
     )
-    return parent
 
 
 def features_options() -> argparse.ArgumentParser:
@@ -127,14 +128,12 @@ def features_options() -> argparse.ArgumentParser:
 
 
 def online_option() -> argparse.ArgumentParser:
-    parent = _parent()
-    parent.add_argument(
+    return _option(
         "--online",
         choices=["sqlite", "redis", "both"],
         default="sqlite",
         help="online store to materialize into (redis: NEXTBEST_REDIS_URL)",
     )
-    return parent
 
 
 def train_options() -> argparse.ArgumentParser:
@@ -159,11 +158,9 @@ def train_options() -> argparse.ArgumentParser:
 
 
 def promote_options() -> argparse.ArgumentParser:
-    parent = _parent()
-    parent.add_argument(
+    return _option(
         "--strict", action="store_true", help="exit non-zero when a candidate is refused"
     )
-    return parent
 
 
 def bundle_options() -> argparse.ArgumentParser:
@@ -179,15 +176,13 @@ def bundle_options() -> argparse.ArgumentParser:
 
 
 def bootstrap_option() -> argparse.ArgumentParser:
-    parent = _parent()
-    parent.add_argument(
+    return _option(
         "--bootstrap",
         type=int,
         default=0,
         metavar="N",
         help="bootstrap resamples for the intervals (0: CLT intervals)",
     )
-    return parent
 
 
 def ope_common(sp: argparse.ArgumentParser) -> None:
@@ -222,9 +217,7 @@ def html_option(what: str) -> argparse.ArgumentParser:
 
 
 def attribution_option(help_: str) -> argparse.ArgumentParser:
-    parent = _parent()
-    parent.add_argument("--attribution-days", type=float, default=2.0, metavar="DAYS", help=help_)
-    return parent
+    return _option("--attribution-days", type=float, default=2.0, metavar="DAYS", help=help_)
 
 
 # ------------------------------------------------------------------------------- the tree
