@@ -41,6 +41,7 @@ from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
 from service.observability import DECISION_ID, Metrics
 from service.realtime.reminders import cart_reminders
+from service.realtime.responses import NO_RESPONSES
 from service.realtime.responses import summarize as summarize_responses
 from service.schemas import (
     NOW_YEARS,
@@ -271,11 +272,16 @@ class DecisionEngine:
             names = [n for n in names if n in ctx.reminders]
         features = state.features if state else None
         learning = self.policy.learning
-        learned = summarize_responses(
-            ctx.responses,
-            ctx.now,
-            learning.dismiss_cooldown_hours * 3600.0,
-            state.feature_stamps.get(ENGAGEMENT_VIEW) if state else None,
+        # most customers have no responses: nothing to summarize (the same value, pre-built)
+        learned = (
+            summarize_responses(
+                ctx.responses,
+                ctx.now,
+                learning.dismiss_cooldown_hours * 3600.0,
+                state.feature_stamps.get(ENGAGEMENT_VIEW) if state else None,
+            )
+            if ctx.responses
+            else NO_RESPONSES
         )
         if ctx.responses and ctx.realtime is not None:
             ctx.realtime["responses"] = learned.as_log(ctx.now)
