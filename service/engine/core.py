@@ -41,6 +41,7 @@ from service.engine.state import FeatureReader, StateReader
 from service.errors import RequestError
 from service.observability import DECISION_ID, Metrics
 from service.realtime.reminders import cart_reminders
+from service.realtime.responses import NO_RESPONSES
 from service.realtime.responses import summarize as summarize_responses
 from service.schemas import (
     NOW_YEARS,
@@ -52,7 +53,7 @@ from service.schemas import (
 )
 
 if TYPE_CHECKING:
-    from service.realtime.service import Realtime
+    from service.realtime.service import Realtime, RealtimeContext
 
 __all__ = ["DecisionEngine", "new_decision_id"]
 
@@ -186,20 +187,13 @@ class DecisionEngine:
         t0 = time.perf_counter()
         offers = models.offers if models else {}
         degraded: list[str] = []
-        boost: frozenset[str] = frozenset()
-        rt_log = None
-        session_ts: float | None = None
-        cart: tuple[str, ...] = ()
-        cart_categories: dict[str, str] = {}
-        responses: list[tuple[str, float]] = []
+        rt: RealtimeContext | None = None
         # A known customer's real-time row rides in the state read below (one round trip);
         # an anonymous id is resolved first (it may be linked to a customer).
         rt_joint = self.realtime is not None and bool(req.customer_id)
         if self.realtime is not None and not rt_joint:
             try:
                 req, rt = await self.guard.call(self.realtime.prepare(req, offers))
-                boost, rt_log, session_ts = rt.boost_categories, rt.log, rt.session_ts
-                cart, cart_categories, responses = rt.cart, rt.cart_categories, rt.responses
             except Exception as exc:
                 degraded.append("realtime_unavailable")
                 if not isinstance(exc, RedisSkipped):
@@ -225,12 +219,7 @@ class DecisionEngine:
             now=now,
             allocation=allocation,
             degraded=degraded,
-            realtime=rt_log,
-            boost=boost,
-            session_ts=session_ts,
-            cart=cart,
-            cart_categories=cart_categories,
-            responses=responses,
+            rt=rt,
         )
         rt_store = self.realtime.store if self.realtime is not None and rt_joint else None
         ctx.state = await self.state.read(
@@ -238,10 +227,7 @@ class DecisionEngine:
         )
         if self.realtime is not None and ctx.state is not None and rt_joint:
             try:
-                ctx.req, rt = self.realtime.apply(ctx.req, offers, ctx.state.extra)
-                ctx.boost, ctx.realtime, ctx.session_ts = rt.boost_categories, rt.log, rt.session_ts
-                ctx.cart, ctx.cart_categories = rt.cart, rt.cart_categories
-                ctx.responses = rt.responses
+                ctx.req, ctx.rt = self.realtime.apply(ctx.req, offers, ctx.state.extra)
             except Exception as exc:
                 ctx.degraded.append("realtime_unavailable")
                 log.warning("real-time state failed: %s", type(exc).__name__)
@@ -286,11 +272,16 @@ class DecisionEngine:
             names = [n for n in names if n in ctx.reminders]
         features = state.features if state else None
         learning = self.policy.learning
-        learned = summarize_responses(
-            ctx.responses,
-            ctx.now,
-            learning.dismiss_cooldown_hours * 3600.0,
-            state.feature_stamps.get(ENGAGEMENT_VIEW) if state else None,
+        # most customers have no responses: nothing to summarize (the same value, pre-built)
+        learned = (
+            summarize_responses(
+                ctx.responses,
+                ctx.now,
+                learning.dismiss_cooldown_hours * 3600.0,
+                state.feature_stamps.get(ENGAGEMENT_VIEW) if state else None,
+            )
+            if ctx.responses
+            else NO_RESPONSES
         )
         if ctx.responses and ctx.realtime is not None:
             ctx.realtime["responses"] = learned.as_log(ctx.now)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["RESPONSE_EVENTS", "Responses", "member", "parse_member", "summarize"]
+__all__ = ["NO_RESPONSES", "RESPONSE_EVENTS", "Responses", "member", "parse_member", "summarize"]
 
 RESPONSE_EVENTS = ("delivered", "opened", "clicked", "converted", "dismissed")
 #: the most responses kept per customer (the oldest go first)
@@ -57,6 +57,12 @@ class Responses:
             "responded_categories": sorted(self.categories),
             "channel_responses": {c: list(v) for c, v in sorted(self.channels.items())},
         }
+
+
+#: what :func:`summarize` returns for no responses (tests/realtime/test_learning.py checks it):
+#: the engine uses it instead of summarizing an empty list. Shared by every such decision, so
+#: never mutated (the decision reads its fields as read-only mappings).
+NO_RESPONSES = Responses()
 
 
 def summarize(

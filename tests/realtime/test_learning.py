@@ -9,6 +9,7 @@ channel's P(open) in the very next decision.
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from litestar.testing import AsyncTestClient
 
 from service.domain.config import PolicyConfig, load_policy
 from service.domain.decision import DecisionInput, decide
-from service.realtime.responses import member, summarize
+from service.realtime.responses import NO_RESPONSES, Responses, member, summarize
 from tests.realtime.conftest import AUTH
 from tests.service.test_domain import PRIORS, FakeScorer, offer, replaced
 from tests.service.test_domain import inp as domain_inp
@@ -56,6 +57,18 @@ class TestSummary:
         s = summarize(rows, NOW, 72 * H, since=NOW - 5 * H)
         assert s.channels == {"email": (1, 1), "push": (1, 1)}
         assert summarize(rows, NOW, 72 * H, since=None).channels["email"] == (2, 1)
+
+    def test_no_responses_summarize_to_the_engines_constant(self) -> None:
+        """The engine skips :func:`summarize` for a customer without responses and uses
+        ``NO_RESPONSES``: it must be exactly what summarizing nothing gives."""
+        for since in (None, NOW - 5 * H, NOW + H):
+            for cooldown in (0.0, 72 * H):
+                s = summarize([], NOW, cooldown, since)
+                assert s == NO_RESPONSES
+                for f in fields(Responses):  # equal and of the same type (set == frozenset)
+                    assert type(getattr(s, f.name)) is type(getattr(NO_RESPONSES, f.name))
+                assert s.as_log(NOW) == NO_RESPONSES.as_log(NOW)
+        assert Responses({}, frozenset(), {}) == NO_RESPONSES  # and nothing in it
 
 
 @pytest.fixture(scope="module")
