@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-TEST_DB = 9
+#: the Redis database the suite flushes and uses (never the service's db 0); parallel runs
+#: on one Redis each take their own with NEXTBEST_TEST_REDIS_DB
+TEST_DB = int(os.environ.get("NEXTBEST_TEST_REDIS_DB", "9"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
