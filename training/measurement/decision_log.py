@@ -519,10 +519,16 @@ def _decisions_from_columns(arrow: Any) -> pd.DataFrame:
                 candidates.combine_chunks(), mask, pa.array(texts, type=pa.string())
             )
     cols["candidates"] = candidates
-    df = pd.DataFrame(
-        {c: (cols[c] if c in cols else arrow.column(c)).to_pandas() for c in DECISION_COLUMNS}
-    )
-    return _typed(df, DECISION_COLUMNS, ("ts", "action_send_at"))
+    for c in DECISION_COLUMNS:
+        if c not in cols:
+            cols[c] = arrow.column(c)
+    del arrow, mv_raw, candidates  # each column's buffers go once it is converted
+    # one column at a time: the Python objects of one column, not of the table, at once
+    out: dict[str, pd.Series] = {}
+    for c, dtype in DECISION_COLUMNS.items():
+        frame = pd.DataFrame({c: cols.pop(c).to_pandas()})
+        out[c] = _typed(frame, {c: dtype}, ("ts", "action_send_at"))[c]
+    return pd.DataFrame(out)
 
 
 def _flat_from_files(
