@@ -68,7 +68,8 @@ def candidates(i: int) -> CandidatesRecord:
 
 def decision(i: int) -> DecisionRecord:
     did = f"{MS0 + i * 600_000:012x}{i:016x}"
-    ts = T0 + i * 600 + (0.5 if i % 4 else 0.0)
+    # pairs of decisions at one time (kept in log order), some a day late, one unreadable
+    ts = T0 + (i // 2) * 600.5 - (86400 if i % 10 == 7 else 0) + (1e12 if i == 89 else 0)
     if i % 11 == 3:  # opted out: only the fact of the call
         return DecisionRecord(decision_id=did, ts=ts, opted_out=True, placement="campaign")
     holdout = i % 10 == 0

@@ -425,8 +425,8 @@ def _per_value(column: Any, fn: Any) -> Any:
     return mapped.take(enc.indices)
 
 
-def _flat_sql(present: set[str], glob: str, since: float | None, until: float | None) -> str:
-    """SQL: the flat decision columns (and helpers) of the files matching ``glob``."""
+def _flat_select(present: set[str]) -> str:
+    """SQL select list: the flat decision columns (and helpers) from the log's columns."""
 
     def col(name: str, default: str = "NULL") -> str:
         if name not in present:
@@ -473,16 +473,53 @@ def _flat_sql(present: set[str], glob: str, since: float | None, until: float | 
         exprs["candidates_odd"] = f"CASE WHEN {odd} THEN candidates END"
     else:
         exprs["candidates"] = "NULL::VARCHAR"
-    select = ", ".join(f"{e} AS {name}" for name, e in exprs.items())
-    return _log_sql(select, glob, "decision_id", since, until)
+    exprs |= {"logged_at": "logged_at", "shard": "shard", "stream_id": "stream_id"}
+    return ", ".join(f"{e} AS {name}" for name, e in exprs.items())
 
 
-def _decisions_from_columns(arrow: Any) -> pd.DataFrame:
-    """The projected columns of :func:`_flat_sql` -> the documented flat table."""
+def _decisions_arrow(files: _LogFiles, glob: str, since: float | None, until: float | None) -> Any:
+    """The flat decision columns of the files, one row per decision id, in no order.
+
+    The duplicates to drop are found on the key columns alone, and the projection read
+    without a window or a sort over the wide rows (DuckDB would hold them all twice)."""
+    src = (
+        f"read_parquet('{glob}', union_by_name = true, hive_partitioning = false, "
+        "filename = true, file_row_number = true)"
+    )
+    where = _where(since, until)
+    files.con.sql(
+        "CREATE OR REPLACE TEMP TABLE dropped AS SELECT filename, file_row_number "
+        f"FROM {src} {where} QUALIFY row_number() OVER (PARTITION BY decision_id "
+        "ORDER BY logged_at, shard, stream_id) > 1"
+    )
+    select = _flat_select(files.columns(glob))
+    if files.con.sql("SELECT count(*) FROM dropped").fetchall()[0][0]:
+        src += " ANTI JOIN dropped USING (filename, file_row_number)"
+    return files.con.sql(f"SELECT {select} FROM {src} {where}").to_arrow_table()
+
+
+def _log_order(arrow: Any) -> Any:
+    """Row positions of ``arrow``: log order (logged_at, shard, stream_id), then stably by
+    ``ts`` as converted (NaT last), as ``ORDER BY`` + ``sort_values("ts", kind="stable")``."""
+    import pyarrow.compute as pc
+
+    keys = [("logged_at", "ascending"), ("shard", "ascending"), ("stream_id", "ascending")]
+    logged = pc.sort_indices(arrow.select([k for k, _ in keys]), sort_keys=keys).to_numpy()
+    ts, _ = epoch_seconds_to_utc(pd.Series(arrow.column("ts").take(logged).to_pandas()))
+    return logged[ts.sort_values(kind="stable").index.to_numpy()]
+
+
+def _flat_decisions(
+    files: _LogFiles, glob: str, since: float | None, until: float | None
+) -> pd.DataFrame:
+    """The documented flat table of the decision files, sorted by ``ts`` (ties in log
+    order), from the columns :func:`_decisions_arrow` projects."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from contracts.log_schema import DECISIONS
+
+    arrow = _decisions_arrow(files, glob, since, until)  # only here: freed column by column
 
     sup = _per_value(
         arrow.column("suppressed_json"),
@@ -522,11 +559,13 @@ def _decisions_from_columns(arrow: Any) -> pd.DataFrame:
     for c in DECISION_COLUMNS:
         if c not in cols:
             cols[c] = arrow.column(c)
+    order = _log_order(arrow)
     del arrow, mv_raw, candidates  # each column's buffers go once it is converted
     # one column at a time: the Python objects of one column, not of the table, at once
     out: dict[str, pd.Series] = {}
     for c, dtype in DECISION_COLUMNS.items():
-        frame = pd.DataFrame({c: cols.pop(c).to_pandas()})
+        # permuted as Python objects: pointers copied, not a second Arrow column
+        frame = pd.DataFrame({c: cols.pop(c).to_pandas().take(order).reset_index(drop=True)})
         out[c] = _typed(frame, {c: dtype}, ("ts", "action_send_at"))[c]
     return pd.DataFrame(out)
 
@@ -542,11 +581,7 @@ def _flat_from_files(
     try:
         lo, hi = _epoch(since), _epoch(until)
         glob = files.glob("decisions")
-        if glob is None:
-            decisions = flatten_decisions([])
-        else:
-            sql = _flat_sql(files.columns(glob), glob, lo, hi)
-            decisions = _decisions_from_columns(files.con.sql(sql).to_arrow_table())
+        decisions = flatten_decisions([]) if glob is None else _flat_decisions(files, glob, lo, hi)
         glob = files.glob("feedback")
         if glob is None:
             feedback = flatten_feedback([])
@@ -556,9 +591,8 @@ def _flat_from_files(
             feedback = _typed(arrow.to_pandas(), FEEDBACK_COLUMNS, ("ts",))
     finally:
         files.close()
-    decisions = decisions.sort_values("ts", kind="stable").reset_index(drop=True)
     feedback = feedback.sort_values("ts", kind="stable").reset_index(drop=True)
-    return decisions, feedback
+    return decisions, feedback  # decisions: already in that order (a sort would copy them)
 
 
 def export_files(
