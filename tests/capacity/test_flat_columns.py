@@ -195,6 +195,18 @@ def test_export_files_writes_them(log_root: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(f, f_old)
 
 
+def test_a_log_older_than_some_columns(log_root: Path) -> None:
+    """No file has ``allocation``, ``exploration`` or ``candidates``: the defaults."""
+    for part in log_root.glob("decisions/*/*/part-*.parquet"):
+        if part.name != "part-old.parquet":
+            part.unlink()
+    d_old, f_old = from_records(log_root)
+    d_new, f_new = decision_log.load_log(log_root)
+    pd.testing.assert_frame_equal(d_new, d_old)
+    pd.testing.assert_frame_equal(f_new, f_old)
+    assert len(d_new) == 30 and d_new["candidates"].isna().all()
+
+
 def test_an_empty_log(tmp_path: Path) -> None:
     (tmp_path / "log" / "decisions").mkdir(parents=True)
     d, f = decision_log.load_log(tmp_path / "log")
