@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -740,6 +741,11 @@ def world_folder(data: Path | None) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     # Quiet default for a terminal user; override from the environment.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Ibis 12 calls DuckDB's deprecated fetch_arrow_table() inside its own backend: dozens of
+    # identical warnings per feature step that no user of this CLI can act on
+    warnings.filterwarnings(
+        "ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning
+    )
     args = build_parser().parse_args(argv)
     try:
         with world_folder(getattr(args, "data", None)):
