@@ -97,6 +97,20 @@ def test_truth_free_world_reaches_a_champion(small_world: Path, tmp_path: Path) 
         except Exception:
             continue
     assert champions, f"no model became champion:\n{promoted}"
+    # train again: each champion is scored on the new candidate's test rows, and promote
+    # compares the two on those rows
+    again = run(["train"], env)
+    assert "champion on these test rows (for the promotion gates): " in again
+    run(["promote"], env)
+    for kind, version in champions.items():
+        name = REGISTERED_NAMES[kind]
+        cand = c.get_model_version_by_alias(name, "candidate")
+        data = c.get_run(cand.run_id).data
+        assert data.tags["champion_same_rows.version"] == str(version), data.tags
+        same = {k for k in data.metrics if k.startswith(f"{kind}.champion_same_rows.")}
+        assert same, data.metrics
+        gates = [v for k, v in cand.tags.items() if k.endswith("_vs_champion")]
+        assert gates and all("on the same test rows" in v for v in gates), cand.tags
 
 
 @pytest.mark.slow

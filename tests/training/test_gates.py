@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from training.pipeline.registry import CANDIDATE, CHAMPION, REGISTERED_NAMES, check_gates
+from training.pipeline.registry import (
+    CANDIDATE,
+    CHAMPION,
+    REGISTERED_NAMES,
+    check_gates,
+    gate_outcomes,
+)
 
 BASELINES = {"offer_base_rate": {"auc": 0.60, "regret_conversion": 0.30}}
 GOOD = {"auc": 0.70, "logloss": 0.20, "ece": 0.01, "regret_conversion": 0.10, "parity_passed": 1.0}
@@ -36,6 +42,51 @@ def test_regression_vs_champion_is_refused() -> None:
     assert any("worse than champion" in r for r in reasons)
     # within tolerance is fine
     assert check_gates("propensity", GOOD, BASELINES, {**GOOD, "auc": 0.704}) == []
+
+
+def test_champion_is_compared_on_the_same_rows() -> None:
+    """A candidate tested on harder rows (the decision log's) is judged against the champion
+    scored on those same rows, not against the figure the champion logged on its own test
+    rows; and a candidate that looks better than the champion's own figure, but is worse on
+    the same rows, is refused."""
+    base = {"offer_base_rate": {"auc": 0.55}}
+    # log-trained: 0.59 on its rows; the champion logged 0.72 on the history's test period,
+    # and scores 0.57 on the candidate's rows
+    cand = {**GOOD, "auc": 0.59}
+    own = {**GOOD, "auc": 0.72}
+    assert check_gates("propensity", cand, base, own)  # the old comparison refused it
+    same = {"auc": 0.57, "logloss": GOOD["logloss"], "ece": GOOD["ece"]}
+    assert check_gates("propensity", cand, base, own, same) == []
+    # the reverse: above the champion's own figure, below the champion on the same rows
+    cand = {**GOOD, "auc": 0.75}
+    own = {**GOOD, "auc": 0.70}
+    assert check_gates("propensity", cand, base, own) == []
+    reasons = check_gates("propensity", cand, base, own, {**same, "auc": 0.80})
+    assert reasons == [
+        "auc 0.7500 worse than champion 0.8000 on the same test rows beyond tolerance 0.005"
+    ]
+
+
+def test_champion_gate_says_which_figures_it_used() -> None:
+    cand, own = {**GOOD, "auc": 0.70}, {**GOOD, "auc": 0.71}
+    same = {"auc": 0.69}  # no same-row logloss or ece: those fall back, each saying why
+    out = {o.name: o for o in gate_outcomes("propensity", cand, BASELINES, own, same)}
+    assert out["auc_vs_champion"].detail == (
+        "auc 0.7000 vs champion 0.6900 on the same test rows, tolerance 0.005"
+    )
+    assert out["logloss_vs_champion"].detail == (
+        "logloss 0.2000 vs champion 0.2000 in its own training run "
+        "(no same-row figure of logloss), tolerance 0.005"
+    )
+    # none at all (a run from before they were logged): the champion's own figures, and why
+    why = "no same-row figures (the run predates them)"
+    out = {o.name: o for o in gate_outcomes("propensity", cand, BASELINES, own, None, why)}
+    assert out["auc_vs_champion"].detail == (
+        f"auc 0.7000 vs champion 0.7100 in its own training run ({why}), tolerance 0.005"
+    )
+    # no champion: no champion gates, same-row figures or not
+    names = {o.name for o in gate_outcomes("propensity", cand, BASELINES, None, same)}
+    assert not any(n.endswith("_vs_champion") for n in names)
 
 
 def test_registry_refuses_a_worse_candidate(trained: Any) -> None:

@@ -85,6 +85,48 @@ def test_model_versions_describe_themselves(trained: Any) -> None:
         assert manifest["models"][kind]["version"] == trained.versions[kind]
 
 
+def test_champion_is_scored_on_the_candidates_test_rows(trained: Any) -> None:
+    """``train`` scores the champion on the candidate's own held-out rows for the promotion
+    gates. The session's run found no champion and says so; this run's own versions, made
+    champion, score on its rows as the run measured them (same model as ONNX, same rows,
+    the same metric code); a champion needing a feature the rows lack is skipped, saying why."""
+    from training.pipeline.registry import CHAMPION, CHAMPION_TOLERANCE, REGISTERED_NAMES, client
+    from training.pipeline.train import champion_same_rows
+
+    c = client()
+    for kind, name in REGISTERED_NAMES.items():
+        tags = c.get_run(trained.run_ids[kind]).data.tags
+        assert tags["champion_same_rows.skipped"] == f"{name} has no 'champion' yet"
+        assert "champion_same_rows.version" not in tags
+        c.set_registered_model_alias(name, CHAMPION, trained.versions[kind])
+        same = champion_same_rows(c, trained.dataset, kind)
+        assert same.tags["champion_same_rows.version"] == trained.versions[kind]
+        own = trained.results[kind].metrics
+        for metric in CHAMPION_TOLERANCE[kind]:
+            assert same.metrics[metric] == pytest.approx(own[metric], abs=1e-4), (kind, metric)
+        assert "test_rows" not in same.metrics and "ope_snips_value" not in same.metrics
+        version = trained.versions[kind]
+        features = c.get_model_version(name, version).tags["features"]
+        c.set_model_version_tag(name, version, "features", features + ",no_such_feature")
+        try:
+            skipped = champion_same_rows(c, trained.dataset, kind)
+        finally:
+            c.set_model_version_tag(name, version, "features", features)
+        assert skipped.metrics == {}
+        assert skipped.tags["champion_same_rows.skipped"] == (
+            f"champion v{version} needs features the candidate's test rows lack: no_such_feature"
+        )
+
+
+def test_a_scorer_reads_its_own_columns() -> None:
+    """The champion's own feature order, picked from the candidate's matrix."""
+    from training.pipeline.evaluate import Scorer, _predict
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    scorer = Scorer(lambda m: m[:, 0].astype(np.float64) * 10 + m[:, 1], np.asarray([2, 0]))
+    assert _predict(scorer, x).tolist() == [20.0, 53.0, 86.0, 119.0]
+
+
 def test_promote_and_export_bundle(trained: Any, tmp_path: Path) -> None:
     from training.pipeline.bundle import export_bundle
     from training.pipeline.registry import CHAMPION, REGISTERED_NAMES, client

@@ -48,18 +48,26 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         mlflow.set_tracking_uri(before)
 
 
-def register(c: Any, kind: str, worse: bool = False) -> str:
-    """A new version of ``kind`` from a run with passing (or, ``worse``, failing) metrics;
-    it becomes the candidate. Returns its version."""
+def register(
+    c: Any,
+    kind: str,
+    worse: bool = False,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """A new version of ``kind`` from a run with passing (or, ``worse``, failing) metrics
+    (``metrics``: more, or other values; ``tags``: run tags); it becomes the candidate.
+    Returns its version."""
     import mlflow
 
     setup_mlflow()
-    metrics = {f"{kind}.parity_passed": 1.0, f"{kind}.parity_max_abs_diff": 1e-7}
+    logged = {f"{kind}.parity_passed": 1.0, f"{kind}.parity_max_abs_diff": 1e-7}
     for metric, (value, base) in GOOD[kind].items():
-        metrics[f"{kind}.{metric}"] = base if worse else value
-        metrics[f"{kind}.baseline_base.{metric}"] = base
+        logged[f"{kind}.{metric}"] = base if worse else value
+        logged[f"{kind}.baseline_base.{metric}"] = base
     with mlflow.start_run(run_name=kind) as run:
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({**logged, **(metrics or {})})
+        mlflow.set_tags(tags or {})
         mlflow.log_text("a model", "model/MLmodel")
     name = REGISTERED_NAMES[kind]
     try:
@@ -180,3 +188,58 @@ class TestRollback:
         assert "send_time   refused: no earlier champion" in out
         assert "propensity  v2 -> v1" in out and "channel     v2 -> v1" in out
         assert {champion(c, k) for k in REGISTERED_NAMES} == {"1"}
+
+
+class TestChampionOnTheSameRows:
+    """``promote`` reads the champion's figures on the candidate's rows from the candidate's
+    run (``train`` logs them) when they are of the current champion."""
+
+    @pytest.fixture
+    def champion_v1(self, registry: Any) -> Any:
+        """v1 of propensity is champion; it logged AUC 0.90 on its own test rows."""
+        register(registry, "propensity", metrics={"propensity.auc": 0.90})
+        promote()
+        assert champion(registry, "propensity") == "1"
+        return registry
+
+    def candidate(self, c: Any, scored: str | None) -> str:
+        """AUC 0.80 on its own rows, where the champion ``scored`` (version) got 0.78;
+        ``scored`` "skipped: <why>": train did not score it."""
+        tags = {"champion_same_rows.version": scored} if scored else {}
+        same = {"propensity.champion_same_rows.auc": 0.78} if scored else {}
+        if scored and scored.startswith("skipped: "):
+            tags, same = {"champion_same_rows.skipped": scored.removeprefix("skipped: ")}, {}
+        return register(c, "propensity", metrics={"propensity.auc": 0.80, **same}, tags=tags)
+
+    def test_same_row_figures_decide(self, champion_v1: Any) -> None:
+        c = champion_v1
+        v2 = self.candidate(c, "1")
+        _, decisions = promote()
+        assert decisions["propensity"] == []
+        assert champion(c, "propensity") == v2
+        tag = c.get_model_version(REGISTERED_NAMES["propensity"], v2).tags["gate.auc_vs_champion"]
+        assert tag == "passed: auc 0.8000 vs champion 0.7800 on the same test rows, tolerance 0.005"
+
+    @pytest.mark.parametrize(
+        ("scored", "why"),
+        [
+            (None, "no same-row figures (the run predates them)"),
+            ("7", "the same-row figures are of v7, the champion is now v1"),
+            (
+                "skipped: champion v1 needs features the candidate's test rows lack: x",
+                "no same-row figures (not scored at training: champion v1 needs features "
+                "the candidate's test rows lack: x)",
+            ),
+        ],
+    )
+    def test_without_figures_of_this_champion_its_own_run_decides(
+        self, champion_v1: Any, scored: str | None, why: str
+    ) -> None:
+        c = champion_v1
+        self.candidate(c, scored)
+        _, decisions = promote()
+        assert decisions["propensity"] == [
+            f"auc 0.8000 worse than champion 0.9000 in its own training run ({why}) "
+            "beyond tolerance 0.005"
+        ]
+        assert champion(c, "propensity") == "1"

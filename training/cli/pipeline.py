@@ -162,6 +162,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     )
     print("registered (alias candidate): " + ", ".join(f"{k} v{v}" for k, v in r.versions.items()))
+    if r.champion_same_rows:
+        print(
+            "champion on these test rows (for the promotion gates): "
+            + "; ".join(f"{k} {v}" for k, v in r.champion_same_rows.items())
+        )
     print(
         "timings: "
         + ", ".join(f"{k} {v:.1f}" for k, v in r.timings.items())

@@ -34,10 +34,16 @@ synthetic world's truth is there** (``world`` is None otherwise, and nothing req
 up to ``REGRET_CUSTOMERS`` held-out customers (their first test message), the true value of
 the model's argmax offer / hour / channel vs the true best, and the same for the baselines.
 Lower is better; the "relative" figure divides by the mean true best.
+
+Another model on the same rows (:func:`same_rows_metrics`): ``train`` scores the current
+champion on the candidate's held-out rows with these same functions (a :class:`Scorer` in
+place of the fitted model; held-out metrics only, no plot, regret or off-policy value), so the
+``<metric>_vs_champion`` gates compare two models on one set of rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +56,15 @@ from contracts.features import DEFAULT_SPEC, FeatureSpec
 from service.features.vectors import channel_matrix, propensity_matrix, send_time_matrix
 from training.pipeline.dataset import Dataset, ModelData, channel_index
 
-__all__ = ["EvalResult", "ece", "evaluate_all", "format_table", "reliability_plot"]
+__all__ = [
+    "EvalResult",
+    "Scorer",
+    "ece",
+    "evaluate_all",
+    "format_table",
+    "reliability_plot",
+    "same_rows_metrics",
+]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -134,7 +148,19 @@ def circular_error(a: I64, b: I64) -> F64:
     return out
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """A model known by its scores only (the registry's ONNX champion), evaluated where a
+    fitted LightGBM model would be: ``score`` takes the columns ``columns`` of a matrix in the
+    data set's feature order (the model's own feature order, picked from the candidate's)."""
+
+    score: Callable[[F32], F64]
+    columns: I64
+
+
 def _predict(model: Any, x: F32) -> F64:
+    if isinstance(model, Scorer):
+        return model.score(np.ascontiguousarray(x[:, model.columns]))
     # the booster itself (best iteration): same numbers as predict_proba, without sklearn's
     # feature-name warning for a plain array
     p: F64 = np.asarray(model.booster_.predict(x), dtype=np.float64)
@@ -212,8 +238,9 @@ def train_priors(ds: Dataset) -> dict[str, Any]:
 
 
 def evaluate_propensity(
-    ds: Dataset, model: Any, world: Any, plot_dir: Path, seed: int = 42
+    ds: Dataset, model: Any, world: Any, plot_dir: Path | None, seed: int = 42, ope: bool = True
 ) -> EvalResult:
+    """``plot_dir`` None: no reliability plot; ``ope`` False: no off-policy value."""
     d = ds.models["propensity"]
     tr, te = d.train, d.test
     y = d.y[te]
@@ -246,12 +273,13 @@ def evaluate_propensity(
     res.baselines["offer_base_rate"]["logloss"] = logloss(y, base)
     res.baselines["offer_base_rate"]["ece"] = ece(y, base)
     res.metrics["test_rows"] = float(len(y))
-    res.plots["reliability"] = reliability_plot(
-        y, p, plot_dir / "propensity_reliability.png", "propensity (test period)"
-    )
+    if plot_dir is not None:
+        res.plots["reliability"] = reliability_plot(
+            y, p, plot_dir / "propensity_reliability.png", "propensity (test period)"
+        )
 
     pop_o = count.reindex(ds.offers["offer_id"]).fillna(0.0).to_numpy(dtype=np.float64)
-    if ds.ope is not None:
+    if ope and ds.ope is not None:
         off_policy_value(ds, ds.ope, model, pop_o, res, seed)
     if world is None:  # no ground truth (real data): observable metrics only
         return res
@@ -645,6 +673,21 @@ def evaluate_all(
         ds, models["send_time"], plot_dir / "send_time_hours.png"
     )
     return out
+
+
+def same_rows_metrics(ds: Dataset, kind: str, model: Any, seed: int = 42) -> dict[str, float]:
+    """The held-out metrics of ``model`` (e.g. a :class:`Scorer` of the champion) on the test
+    rows of ``ds`` for ``kind``, computed by the same functions as the candidate's: no ground
+    truth, plot or off-policy value, so the model scores the test rows only."""
+    if kind == "propensity":
+        res = evaluate_propensity(ds, model, None, None, seed, ope=False)
+    elif kind == "send_time":
+        res = evaluate_send_time(ds, model, None, seed)
+    elif kind == "channel":
+        res = evaluate_channel(ds, model, None, seed)
+    else:
+        raise ValueError(f"unknown model {kind!r}")
+    return {k: v for k, v in res.metrics.items() if k != "test_rows"}
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

@@ -15,7 +15,12 @@ Gates, per model, all on data any company has (no ground truth needed):
   * ground-truth regret beats the baselines (``TRUTH_GATES``), only when the candidate
     reports it (the synthetic world's truth was there at training);
   * no key metric is worse than the current champion's by more than its tolerance
-    (``CHAMPION_TOLERANCE``).
+    (``CHAMPION_TOLERANCE``), both measured on the same rows: ``train`` scores the champion
+    on the candidate's own held-out rows and logs those figures in the candidate's run
+    (``<model>.champion_same_rows.<metric>``, see :mod:`training.pipeline.train`); the gate
+    uses them when they are of the current champion, else (older runs, a champion that
+    could not be scored, or moved since) the metrics the champion logged in its own training
+    run, on its own test rows. The gate's detail says which.
 
 What the registry records (read it in the MLflow UI or with ``MlflowClient``):
 
@@ -24,6 +29,7 @@ What the registry records (read it in the MLflow UI or with ``MlflowClient``):
 | model version | description | what the model predicts, its data window, headline metric vs the best baseline |
 | model version | ``features``, ``features.count``, ``features.sha256`` | the input columns in order, their number, sha256 of the JSON list |
 | model version | ``feature_service``, ``train_run`` | the Feast feature service; the parent training run |
+| model's run | ``<model>.champion_same_rows.<metric>``, tags ``champion_same_rows.version`` / ``champion_same_rows.skipped`` | set by ``train``: the champion's metrics on this run's test rows and the version scored, or why it was not |
 | model version | ``gates`` and ``gate.<name>`` | set by ``promote``: ``passed``/``failed`` overall and per gate, with the values compared |
 | model version | ``champion.promoted_at``, ``champion.previous`` | set when ``promote`` makes it champion: when, and the version it replaced |
 | model version | ``champion.rolled_back_at`` | set when ``rollback`` moved ``champion`` away from it; ``promote`` then refuses it |
@@ -52,10 +58,12 @@ __all__ = [
     "GATES",
     "HISTORY_TAG",
     "REGISTERED_NAMES",
+    "SAME_ROWS",
     "TRUTH_GATES",
     "Gate",
     "GateOutcome",
     "artifact_root",
+    "champion_same_rows",
     "check_gates",
     "client",
     "describe_version",
@@ -96,6 +104,10 @@ CHAMPION_TOLERANCE: dict[str, dict[str, tuple[bool, float]]] = {
     "send_time": {"top1_hit_rate": (True, 0.01), "top3_hit_rate": (True, 0.01)},
     "channel": {"logloss": (False, 0.005), "top1_accuracy_opted_in": (True, 0.01)},
 }
+#: prefix of the champion's metrics on a candidate's own test rows, logged by ``train`` in the
+#: candidate's run: metrics ``<model>.champion_same_rows.<metric>``, tags
+#: ``champion_same_rows.version`` (the champion version scored) or ``champion_same_rows.skipped``
+SAME_ROWS = "champion_same_rows"
 
 
 def tracking_uri() -> str:
@@ -174,12 +186,35 @@ def run_metrics(
         if not key.startswith(prefix):
             continue
         rest = key[len(prefix) :]
+        if rest.startswith(f"{SAME_ROWS}."):
+            continue  # another model's figures (champion_same_rows)
         if rest.startswith("baseline_"):
             name, _, metric = rest[len("baseline_") :].partition(".")
             baselines.setdefault(name, {})[metric] = v
         else:
             model[rest] = v
     return model, baselines
+
+
+def champion_same_rows(
+    c: Any, run_id: str, kind: str, champion: str
+) -> tuple[dict[str, float], str]:
+    """(metrics, note): the champion's metrics on the candidate's own test rows as ``train``
+    logged them in run ``run_id``, when they are of version ``champion`` (the current one);
+    else no metrics and a note saying why (for the gate's detail)."""
+    run = c.get_run(run_id).data
+    scored = run.tags.get(f"{SAME_ROWS}.version")
+    skipped = run.tags.get(f"{SAME_ROWS}.skipped")
+    prefix = f"{kind}.{SAME_ROWS}."
+    metrics = {k[len(prefix) :]: v for k, v in run.metrics.items() if k.startswith(prefix)}
+    if scored is None:
+        why = f"not scored at training: {skipped}" if skipped else "the run predates them"
+        return {}, f"no same-row figures ({why})"
+    if scored != str(champion):
+        return {}, f"the same-row figures are of v{scored}, the champion is now v{champion}"
+    if not metrics:
+        return {}, f"no same-row figures of v{scored} logged"
+    return metrics, ""
 
 
 def _better(a: float, b: float, higher: bool) -> float:
@@ -218,8 +253,16 @@ def gate_outcomes(
     candidate: dict[str, float],
     baselines: dict[str, dict[str, float]],
     champion: dict[str, float] | None,
+    same_rows: dict[str, float] | None = None,
+    no_same_rows: str = "no same-row figures",
 ) -> list[GateOutcome]:
-    """Every gate of ``kind`` on the candidate's metrics (see the module doc)."""
+    """Every gate of ``kind`` on the candidate's metrics (see the module doc).
+
+    ``champion``: the metrics the champion logged in its own training run (None: there is no
+    champion); ``same_rows``: the champion's metrics on the candidate's own test rows
+    (:func:`champion_same_rows`), which the ``<metric>_vs_champion`` gates prefer;
+    ``no_same_rows``: why there are none, for the detail of a gate that falls back.
+    """
     out: list[GateOutcome] = []
     parity = candidate.get("parity_passed", 0.0) >= 1.0
     diff = candidate.get("parity_max_abs_diff", float("nan"))
@@ -256,20 +299,28 @@ def gate_outcomes(
         out.append(GateOutcome(name, ok, detail, reason))
     if "ope_snips_high" in candidate and "logged_policy" in baselines:
         out.append(ope_gate(candidate, baselines["logged_policy"]))
-    if champion:
+    if champion is not None:
+        same = same_rows or {}
         for metric, (higher, tol) in CHAMPION_TOLERANCE[kind].items():
-            if metric not in candidate or metric not in champion:
+            if metric not in candidate:
                 continue
-            ok = not _better(candidate[metric], champion[metric], higher) < -tol
+            if metric in same:
+                theirs, where = same[metric], "on the same test rows"
+            elif metric in champion:
+                why = no_same_rows if not same else f"no same-row figure of {metric}"
+                theirs, where = champion[metric], f"in its own training run ({why})"
+            else:
+                continue
+            ok = not _better(candidate[metric], theirs, higher) < -tol
             detail = (
-                f"{metric} {candidate[metric]:.4f} vs champion {champion[metric]:.4f}, "
+                f"{metric} {candidate[metric]:.4f} vs champion {theirs:.4f} {where}, "
                 f"tolerance {tol}"
             )
             reason = (
                 None
                 if ok
-                else f"{metric} {candidate[metric]:.4f} worse than champion "
-                f"{champion[metric]:.4f} beyond tolerance {tol}"
+                else f"{metric} {candidate[metric]:.4f} worse than champion {theirs:.4f} "
+                f"{where} beyond tolerance {tol}"
             )
             out.append(GateOutcome(f"{metric}_vs_champion", ok, detail, reason))
     return out
@@ -305,9 +356,11 @@ def check_gates(
     candidate: dict[str, float],
     baselines: dict[str, dict[str, float]],
     champion: dict[str, float] | None,
+    same_rows: dict[str, float] | None = None,
 ) -> list[str]:
     """Reasons the candidate must not become champion (empty list = promote)."""
-    return [o.reason for o in gate_outcomes(kind, candidate, baselines, champion) if o.reason]
+    outcomes = gate_outcomes(kind, candidate, baselines, champion, same_rows)
+    return [o.reason for o in outcomes if o.reason]
 
 
 # ------------------------------------------------------------- what a version carries
@@ -437,8 +490,11 @@ def promote(strict: bool = False) -> tuple[int, dict[str, list[str]]]:
             ]
             continue
         metrics, baselines = run_metrics(c, cand.run_id, kind)
-        champ_metrics = run_metrics(c, champ.run_id, kind)[0] if champ is not None else None
-        outcomes = gate_outcomes(kind, metrics, baselines, champ_metrics)
+        champ_metrics, same_rows, note = None, None, ""
+        if champ is not None:
+            champ_metrics = run_metrics(c, champ.run_id, kind)[0]
+            same_rows, note = champion_same_rows(c, cand.run_id, kind, str(champ.version))
+        outcomes = gate_outcomes(kind, metrics, baselines, champ_metrics, same_rows, note)
         _record_gates(c, name, str(cand.version), outcomes, champ)
         reasons = [o.reason for o in outcomes if o.reason]
         decisions[kind] = reasons

@@ -11,6 +11,15 @@ copy of ``bundle/manifest.json`` (what ``export-bundle`` and the service's MLflo
 from a model version's run). So a registered model version carries its own metrics only.
 Each version also gets a description (what, data window, headline metric vs the best
 baseline) and tags naming its features (see :mod:`training.pipeline.registry`).
+
+When a model has a champion, the champion (resolved through the alias, with its own feature
+list) is scored on this run's held-out rows only, by the same evaluation code, and its
+metrics are logged in the model's run as ``<model>.champion_same_rows.<metric>`` with the tag
+``champion_same_rows.version``: the ``<metric>_vs_champion`` promotion gates then compare the
+two models on the same rows (a log-trained candidate is tested on a harder set than the
+champion's own test period). A champion that cannot be scored on these rows (it needs a
+feature they lack, another vocabulary) is skipped with the reason in the tag
+``champion_same_rows.skipped`` and in the log.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +50,14 @@ from training.pipeline.dataset import (
     build_datasets,
     fingerprint,
 )
-from training.pipeline.evaluate import EvalResult, evaluate_all, format_table, train_priors
+from training.pipeline.evaluate import (
+    EvalResult,
+    Scorer,
+    evaluate_all,
+    format_table,
+    same_rows_metrics,
+    train_priors,
+)
 from training.pipeline.models import PARAMS, fit
 from training.pipeline.onnx_export import (
     ParityResult,
@@ -52,10 +68,14 @@ from training.pipeline.onnx_export import (
 )
 from training.pipeline.registry import (
     CANDIDATE,
+    CHAMPION,
+    CHAMPION_TOLERANCE,
     REGISTERED_NAMES,
+    SAME_ROWS,
     describe_version,
     feature_tags,
     setup_mlflow,
+    version_by_alias,
 )
 from training.settings import paths
 
@@ -63,6 +83,8 @@ __all__ = ["FEATURES", "TrainError", "TrainResult", "load_truth", "offers_json",
 
 FEATURES: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_SPEC.model_features.items()}
 EXAMPLE_ROWS = 5
+
+_log = logging.getLogger(__name__)
 
 
 class TrainError(ValueError):
@@ -117,6 +139,8 @@ class TrainResult:
     models: dict[str, Any]  # the fitted LightGBM classifiers
     dataset: Dataset
     run_ids: dict[str, str]  # model -> its nested run (the run of its registered version)
+    # model -> the champion scored on this run's test rows ("v3: auc 0.5812, ...") or why not
+    champion_same_rows: dict[str, str] = field(default_factory=dict)
 
 
 def offers_json(offers: pd.DataFrame) -> list[dict[str, Any]]:
@@ -151,6 +175,92 @@ def _json_floats(a: npt.NDArray[Any]) -> list[Any]:
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+@dataclass(frozen=True)
+class ChampionSameRows:
+    """The champion of one model scored on the candidate's held-out rows (``metrics``, run
+    tags), or skipped (``metrics`` empty, the reason in ``tags``)."""
+
+    kind: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    @property
+    def summary(self) -> str:
+        skipped = self.tags.get(f"{SAME_ROWS}.skipped")
+        if skipped is not None:
+            return f"skipped: {skipped}"
+        shown = ", ".join(
+            f"{k} {self.metrics[k]:.4f}" for k in CHAMPION_TOLERANCE[self.kind] if k in self.metrics
+        )
+        return f"v{self.tags[f'{SAME_ROWS}.version']}: {shown}"
+
+
+def _skip(kind: str, reason: str, quiet: bool = False) -> ChampionSameRows:
+    if not quiet:
+        _log.warning("%s: champion not scored on the candidate's test rows: %s", kind, reason)
+    return ChampionSameRows(kind, {}, {f"{SAME_ROWS}.skipped": reason})
+
+
+def champion_same_rows(c: Any, ds: Dataset, kind: str, seed: int = 42) -> ChampionSameRows:
+    """Score the current champion of ``kind`` (``models:/<name>@champion``, its own feature
+    list) on the held-out rows of ``ds``, with the evaluation's own metric code."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = REGISTERED_NAMES[kind]
+    mv = version_by_alias(c, kind, CHAMPION)
+    if mv is None:
+        return _skip(kind, f"{name} has no '{CHAMPION}' yet", quiet=True)
+    version = str(mv.version)
+    ours = list(ds.spec.model_features[kind])
+    try:
+        theirs_tag = mv.tags.get("features")
+        if theirs_tag:
+            theirs = theirs_tag.split(",")
+        else:  # the feature order logged in the champion's run
+            blob = Path(c.download_artifacts(mv.run_id, f"features/{kind}.json")).read_text()
+            theirs = list(json.loads(blob)["features"])
+        params = c.get_run(mv.run_id).data.params
+    except (MlflowException, OSError, KeyError, ValueError) as e:
+        return _skip(kind, f"the feature list of champion v{version} is not readable ({e})")
+    missing = [f for f in theirs if f not in ours]
+    if missing:
+        return _skip(
+            kind,
+            f"champion v{version} needs features the candidate's test rows lack: "
+            + ", ".join(missing),
+        )
+    for vocab, now in (("channels", ds.spec.channels), ("categories", ds.spec.categories)):
+        then = params.get(f"vocabulary.{vocab}")
+        if then is not None and then != ",".join(now):
+            return _skip(
+                kind,
+                f"champion v{version} was trained with other {vocab} ({then}; now "
+                f"{','.join(now)}): its encoded inputs would mean other things",
+            )
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}"))
+        files = sorted(local.rglob("*.onnx"))
+        if not files:
+            return _skip(kind, f"{name}@{CHAMPION}: no .onnx file in the logged model")
+        sess = onnx_session(files[0].read_bytes())
+    except (MlflowException, OSError) as e:
+        return _skip(kind, f"{name}@{CHAMPION} could not be loaded ({e})")
+    width = sess.get_inputs()[0].shape[-1]
+    if isinstance(width, int) and width != len(theirs):
+        return _skip(
+            kind,
+            f"champion v{version} takes {width} inputs but lists {len(theirs)} features",
+        )
+    scorer = Scorer(
+        lambda x: score_onnx(sess, x), np.asarray([ours.index(f) for f in theirs], np.int64)
+    )
+    metrics = _finite(same_rows_metrics(ds, kind, scorer, seed))
+    return ChampionSameRows(
+        kind, metrics, {f"{SAME_ROWS}.version": version, f"{SAME_ROWS}.run_id": str(mv.run_id)}
+    )
 
 
 def _requirements() -> list[str]:
@@ -230,6 +340,9 @@ def train(
     t0 = time.perf_counter()
     setup_mlflow()
     c = mlflow.MlflowClient()
+    t1 = time.perf_counter()
+    champions = {kind: champion_same_rows(c, ds, kind, seed) for kind in KINDS}
+    timings["champion_same_rows_s"] = time.perf_counter() - t1
     versions: dict[str, str] = {}
     run_ids: dict[str, str] = {}
     manifest_models: dict[str, dict[str, Any]] = {}
@@ -268,6 +381,9 @@ def train(
                     }
                 )
                 mlflow.log_metrics(_finite(r.flat()))
+                same = champions[kind]
+                mlflow.log_metrics({f"{kind}.{SAME_ROWS}.{k}": v for k, v in same.metrics.items()})
+                mlflow.set_tags(same.tags)
                 for path in r.plots.values():
                     mlflow.log_artifact(str(path), artifact_path="plots")
                 mlflow.log_dict({"features": features[kind]}, f"features/{kind}.json")
@@ -342,7 +458,17 @@ def train(
         run_id = run.info.run_id
     timings["mlflow_s"] = time.perf_counter() - t0
     return TrainResult(
-        run_id, results, parity, versions, manifest, table, timings, models, ds, run_ids
+        run_id,
+        results,
+        parity,
+        versions,
+        manifest,
+        table,
+        timings,
+        models,
+        ds,
+        run_ids,
+        {kind: same.summary for kind, same in champions.items()},
     )
 
 
