@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +41,6 @@ from service.exporter.__main__ import drain
 from training.measurement import decision_log
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def rp(tmp_path: Path) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path / "redis")
-    proc.dir.mkdir()
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.kill()
 
 
 def decision(i: int, ts: float) -> DecisionRecord:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,6 @@ pytestmark = [pytest.mark.anyio]
 
 API_KEY = "capacity-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-@pytest.fixture
-def rp(tmp_path: Path) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path / "redis")
-    proc.dir.mkdir()
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.kill()
 
 
 def settings(url: str, tmp: Path, **env: object) -> Settings:

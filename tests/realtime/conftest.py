@@ -72,3 +72,12 @@ async def client_nomodels(redis_url: str, tmp_path: Path) -> AsyncIterator[Async
 
 def ts_iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+@pytest.fixture
+async def client_models(
+    redis_url: str, bundle: Path, tmp_path: Path, redis_store: Any
+) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app with the session's model bundle and the feature store materialized in Redis."""
+    async with AsyncTestClient(app=create_app(settings_for(redis_url, bundle, tmp_path))) as c:
+        yield c

@@ -202,15 +202,6 @@ async def test_decide_right_after_an_event_sees_it(
     assert rec["unit"] == uid and rec["known"] and rec["realtime"]["alias"] == f"{uid}-a"
 
 
-@pytest.fixture
-async def client_models(redis_url: str, bundle: Any, tmp_path: Any, redis_store: Any) -> Any:
-    from service.app import create_app
-    from tests.realtime.conftest import settings_for
-
-    async with AsyncTestClient(app=create_app(settings_for(redis_url, bundle, tmp_path))) as c:
-        yield c
-
-
 async def test_cart_and_purchase_events_shape_the_next_decision(
     client_models: AsyncTestClient[Any], r: aioredis.Redis, small_world: Any, uid: str
 ) -> None:

@@ -117,15 +117,6 @@ class TestDecisionLearns:
 # ------------------------------------------------------------------ over HTTP, real Redis
 
 
-@pytest.fixture
-async def client_models(redis_url: str, bundle: Any, tmp_path: Any, redis_store: Any) -> Any:
-    from service.app import create_app
-    from tests.realtime.conftest import settings_for
-
-    async with AsyncTestClient(app=create_app(settings_for(redis_url, bundle, tmp_path))) as c:
-        yield c
-
-
 def _customer(small_world: Path, k: int) -> str:
     import pandas as pd
 
