@@ -69,8 +69,10 @@ def _nodes() -> tuple[F64, F64]:
 
 def load_history(data_dir: Path) -> pd.DataFrame | None:
     """The world's past messages (``raw/`` after ingest, else ``source/``), or None."""
-    for sub in ("raw", "source"):
-        p = data_dir / sub / "messages.parquet"
+    from contracts.tables import layout
+
+    where = layout(data_dir)
+    for p in (where.raw_table("messages"), where.source / "messages.parquet"):
         if p.exists():
             cols = ["customer_id", "channel", "local_hour", "delivered", "opened"]
             return pd.read_parquet(p, columns=cols)
